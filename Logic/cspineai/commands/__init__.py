@@ -1,0 +1,1 @@
+"""Subcommands of the ``cspineai`` command line (see :mod:`cspineai.cli`)."""
