@@ -1,7 +1,8 @@
 """CSpineAI: CT/MRI assessment of cervical spondylosis.
 
 Computation only: I/O and geometry, the synthetic cohort, networks, registration, prediction, saliency, segmentation,
-morphometry, the model registry and the training engine. Only :mod:`cspineai.scene` imports ``slicer``; nothing imports Qt.
+morphometry, the model registry and the training engine.
+Only :mod:`cspineai.scene` imports ``slicer``; nothing imports Qt.
 """
 
 from .errors import CSpineCancelled, CSpineError, CSpineInputError, CSpineModelError

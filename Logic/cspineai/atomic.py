@@ -1,7 +1,7 @@
 """Atomic outputs: a file or folder appears complete under its final name, or not at all.
 
-Everything the project writes for a user (volumes, reports, checkpoints, result folders) goes through here so that a crash,
-a kill or a cancelled job never leaves a half-written file where a complete one is expected.
+Everything the project writes for a user (volumes, reports, checkpoints, result folders) goes through here so that
+a crash, a kill or a cancelled job never leaves a half-written file where a complete one is expected.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=".tmp" + _suffixes(path), dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name.split('.')[0]}.", suffix=".tmp" + _suffixes(path), dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -49,8 +51,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path``, on failure it is removed.
 
-    With ``overwrite=False`` an existing ``path`` is refused before any work starts, so a user's earlier results are never
-    replaced by surprise.
+    With ``overwrite=False`` an existing ``path`` is refused before any work starts, so a user's earlier results
+    are never replaced by surprise.
     """
     from .errors import CSpineInputError
 

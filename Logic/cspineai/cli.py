@@ -14,7 +14,7 @@ import sys
 from .errors import CSpineCancelled, CSpineError
 
 #: Subcommands, in the order ``--help`` lists them (module names in ``cspineai.commands``).
-COMMANDS = ["demo", "info"]
+COMMANDS = ["demo", "info", "convert"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """Physical geometry: LPS/RAS, index/world, resampling, cropping, reorientation and grid comparison.
 
 This is the one module that converts between coordinate systems. Files and SimpleITK use LPS; Slicer uses RAS;
-arrays are ``[k, j, i]``. Resampling and reorientation are SimpleITK's (tested, physically exact); what is written here is
-only the bookkeeping around it.
+arrays are ``[k, j, i]``. Resampling and reorientation are SimpleITK's (tested, physically exact); what is written
+here is only the bookkeeping around it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ LPS_TO_RAS_4 = np.diag([-1.0, -1.0, 1.0, 1.0])
 RAS_TO_LPS_4 = LPS_TO_RAS_4  # the flip is its own inverse
 
 #: Index-axis orientation (SimpleITK ``DICOMOrient`` code: the LPS direction each of i, j, k increases towards) that
-#: each acquisition plane is brought to, so that k is the slice axis and in-plane axes read as radiologists display them.
-CANONICAL_ORIENTATION = {"axial": "LPS", "sagittal": "PIL", "coronal": "LIP"}
+#: each acquisition plane is brought to, so that k is the slice axis, in-plane axes read as radiologists display them,
+#: and every canonical grid is right-handed (determinant +1).
+CANONICAL_ORIENTATION = {"axial": "LPS", "sagittal": "PIR", "coronal": "LIP"}
 
 PLANE_OF_AXIS = {0: "sagittal", 1: "coronal", 2: "axial"}  # LPS component of the slice normal -> plane
 
@@ -60,7 +61,7 @@ def obliquity_degrees(direction: np.ndarray) -> float:
 
 
 def require_plane(volume: Volume, plane: str, max_obliquity: float = 45.0) -> None:
-    """Refuse a volume whose slices are not in ``plane`` (e.g. a sagittal series given where an axial one is expected)."""
+    """Refuse a volume whose slices are not in ``plane`` (a sagittal series given where an axial one is expected)."""
     found = volume.plane
     if found != plane:
         raise CSpineInputError(
@@ -75,7 +76,7 @@ def require_plane(volume: Volume, plane: str, max_obliquity: float = 45.0) -> No
 def reorient(volume: Volume, plane: str | None = None) -> Volume:
     """Permute and flip index axes (no resampling) to the canonical order of ``plane`` (default: its own plane).
 
-    After this, ``array[k]`` is a slice of the acquisition plane with k increasing towards S (axial), L (sagittal) or
+    After this, ``array[k]`` is a slice of the acquisition plane with k increasing towards S (axial), R (sagittal) or
     P (coronal). Voxel values are untouched; only the index order and the header change.
     """
     import SimpleITK as sitk
@@ -115,7 +116,7 @@ def resample_like(
 
 
 def resample_to_spacing(volume: Volume, spacing: tuple[float, float, float], interpolation: str = "linear") -> Volume:
-    """Resample onto a grid with the same origin, direction and physical extent but a new voxel ``spacing`` (i, j, k)."""
+    """Resample onto a grid of the same origin, direction and physical extent with a new ``spacing`` (i, j, k)."""
     extent = np.array(volume.size_ijk) * np.array(volume.spacing)
     size = np.maximum(1, np.round(extent / np.array(spacing))).astype(int)
     # Keep the physical centre of the first voxel's footprint: shift the origin by half the change of voxel size.
@@ -134,7 +135,9 @@ def crop_to_box(volume: Volume, lower_lps: np.ndarray, upper_lps: np.ndarray, ma
     """
     lower = np.asarray(lower_lps, dtype=float) - margin_mm
     upper = np.asarray(upper_lps, dtype=float) + margin_mm
-    corners = np.array([[x, y, z] for x in (lower[0], upper[0]) for y in (lower[1], upper[1]) for z in (lower[2], upper[2])])
+    corners = np.array(
+        [[x, y, z] for x in (lower[0], upper[0]) for y in (lower[1], upper[1]) for z in (lower[2], upper[2])]
+    )
     ijk = world_to_index(volume, corners)
     lo = np.maximum(np.floor(ijk.min(axis=0)).astype(int), 0)
     hi = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 1, np.array(volume.size_ijk))

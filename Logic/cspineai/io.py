@@ -109,10 +109,16 @@ def _read_file(path: Path, modality: str) -> Volume:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reader error"
-        raise CSpineInputError(path, f"the file cannot be read (corrupt or not an image): {first_line}") from None
+        detail = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reader error"
+        if "spacing" in detail.lower():  # ITK refuses zero/negative spacing while reading the header
+            raise CSpineInputError(
+                path, f"voxel spacing is outside the plausible range [{MIN_SPACING_MM}, {MAX_SPACING_MM}] mm: {detail}"
+            ) from None
+        raise CSpineInputError(path, f"the file cannot be read (corrupt or not an image): {detail}") from None
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise CSpineInputError(path, f"expected a scalar image, found {image.GetNumberOfComponentsPerPixel()} components")
+        raise CSpineInputError(
+            path, f"expected a scalar image, found {image.GetNumberOfComponentsPerPixel()} components"
+        )
     if image.GetDimension() == 2:
         raise CSpineInputError(path, "a 3-D image is required but this is a 2-D image")
     if image.GetDimension() == 4:
@@ -121,7 +127,23 @@ def _read_file(path: Path, modality: str) -> Volume:
         image = image[:, :, :, 0]
     if image.GetDimension() != 3:
         raise CSpineInputError(path, f"a 3-D image is required but this image has {image.GetDimension()} dimensions")
+    if suffix in (".nii", ".nii.gz") and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        _check_nifti_finite(path)
     return Volume.from_sitk(image, modality=modality, source=str(path))
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """Count NaN/inf in a floating-point NIfTI file as stored.
+
+    SimpleITK's NIfTI reader (2.5) silently turns NaN and infinity into 0, which would hide a corrupt scan; nibabel
+    reads the stored values unchanged, so the check is made on its view of the file.
+    """
+    import nibabel as nib
+
+    data = np.asanyarray(nib.load(str(path)).dataobj)
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        raise CSpineInputError(path, f"{bad} voxel(s) are not finite numbers (NaN or infinity)")
 
 
 def list_dicom_series(folder: str | os.PathLike) -> list[dict]:
@@ -156,7 +178,9 @@ def read_dicom_series(folder: Path, series_uid: str | None = None, modality: str
         raise CSpineInputError(folder, "no DICOM series found in this folder")
     if series_uid is None:
         if len(series) > 1:
-            listing = "; ".join(f"{s['uid']} ({s['description'] or 'no description'}, {s['files']} files)" for s in series)
+            listing = "; ".join(
+                f"{s['uid']} ({s['description'] or 'no description'}, {s['files']} files)" for s in series
+            )
             raise CSpineInputError(folder, f"the folder holds {len(series)} DICOM series, choose one by UID: {listing}")
         series_uid = series[0]["uid"]
     elif series_uid not in {s["uid"] for s in series}:
@@ -177,7 +201,9 @@ def read_dicom_series(folder: Path, series_uid: str | None = None, modality: str
         row, col = np.array(headers[0].ImageOrientationPatient, dtype=float).reshape(2, 3)
         positions = np.array([h.ImagePositionPatient for h in headers], dtype=float)
     except (AttributeError, ValueError, TypeError):
-        raise CSpineInputError(source, "slices lack position/orientation tags; the series cannot be placed in space") from None
+        raise CSpineInputError(
+            source, "slices lack position/orientation tags; the series cannot be placed in space"
+        ) from None
     normal = np.cross(row, col)
     along = positions @ normal
     order = np.argsort(along)

@@ -119,8 +119,12 @@ def write_manifest(cases: list[Case], path: str | os.PathLike, extra_columns: tu
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
     writer.writeheader()
     for case in cases:
-        row = {"case_id": case.case_id, "label": "" if case.label is None else case.label,
-               "fold": "" if case.fold is None else case.fold, "split": case.split}
+        row = {
+            "case_id": case.case_id,
+            "label": "" if case.label is None else case.label,
+            "fold": "" if case.fold is None else case.fold,
+            "split": case.split,
+        }
         for column in used:
             file = case.paths.get(column)
             if file is not None:

@@ -1,6 +1,6 @@
 """The image series of a case and the label values shared by the cohort generator, the models and the scene.
 
-One place for these names: the manifest's column names, the CLI's options and the Slicer module's selectors all use them.
+One place for these names: the manifest's columns, the CLI's options and the Slicer module's selectors all use them.
 """
 
 from __future__ import annotations
