@@ -1,0 +1,210 @@
+"""``cordseg``: train the cord / CSF / vertebral body segmentation (SAttisUNet or a baseline) for :mod:`cspineai.segmentation`.
+
+Data: every MRI series of a case that has a label map beside it (manifest columns ``T1_sag``/``T1_sag_labels``,
+``T2_sag``/..., ``T2_tra``/...; the synthetic cohort, domain-randomised or not, writes them). Each volume goes through
+the *same* preprocessing as inference (:func:`cspineai.segmentation.working_grid` and ``normalise_intensity``: sagittal
+working slices at ``spacing_mm``), so what the network sees in training is what it sees in use; label values become
+class indices in the order of :data:`cspineai.series.SEGMENTATION_CLASSES` (other structures: background).
+
+Training samples are 2-D tiles (``tile`` x ``tile`` working voxels) of one sagittal slice, centred on a random voxel of a
+class drawn with ``class_ratios`` (the cord is oversampled), with intensity randomisation on top of the cohort's own
+(bias field, gamma, noise, blur, histogram shift) and small in-plane rotations and scalings. Never flipped: the SI order of
+the vertebral levels and the AP order of body and cord are what the network must learn.
+Validation: the working slice with the most cord, one ``val_tile`` tile centred on the cord (deterministic).
+Loss: MONAI ``DiceCELoss``. Figures: Dice of cord, CSF and vertebral bodies (pooled over the validation tiles);
+``cord_dice`` drives early stopping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..series import MRI_SERIES, SEGMENTATION_CLASSES
+from ..training.tasks import Task, register_task
+
+
+def class_index_lut() -> np.ndarray:
+    """Look-up table label value (0..255) -> class index (position in SEGMENTATION_CLASSES, else 0)."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for index, value in enumerate(SEGMENTATION_CLASSES):
+        lut[value] = index
+    return lut
+
+
+class LoadWorkingGridd:
+    """Read ``image`` and ``label`` files and put both on the inference working grid.
+
+    Output: ``image`` ``(1, K, J, I)`` float32 in [0, 1], ``label`` ``(1, K, J, I)`` uint8 class indices (K = LR slices).
+    Deterministic, so cacheable.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.lut = class_index_lut()
+
+    def __call__(self, item: dict) -> dict:
+        from ..geometry import resample_like
+        from ..io import read_volume
+        from ..segmentation import normalise_intensity, working_grid
+
+        image = read_volume(item["image"])
+        labels = read_volume(item["label"], allow_constant=True)
+        grid = working_grid(image, self.config)
+        image = resample_like(normalise_intensity(image, self.config.intensity_percentiles), grid, "linear")
+        labels = resample_like(labels, grid, "nearest")
+        out = dict(item)
+        out["image"] = image.array[None].astype(np.float32)
+        out["label"] = self.lut[np.clip(labels.array, 0, 255).astype(np.uint8)][None]
+        return out
+
+
+class CordSliced:
+    """Validation sample: the working slice with the most cord, a ``size`` x ``size`` tile centred on the cord.
+
+    Input ``(1, K, J, I)`` arrays, output ``(1, size, size)`` (zero-padded where the slice is smaller).
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, item: dict) -> dict:
+        label = np.asarray(item["label"])[0]
+        cord = label == 1
+        counts = cord.sum(axis=(1, 2))
+        k = int(np.argmax(counts)) if counts.any() else label.shape[0] // 2
+        if cord[k].any():
+            j, i = (int(round(c)) for c in np.argwhere(cord[k]).mean(axis=0))
+        else:
+            j, i = label.shape[1] // 2, label.shape[2] // 2
+        out = dict(item)
+        for key in ("image", "label"):
+            out[key] = _tile(np.asarray(item[key])[0, k], j, i, self.size)[None]
+        return out
+
+
+def _tile(slice_2d: np.ndarray, j: int, i: int, size: int) -> np.ndarray:
+    half = size // 2
+    padded = np.pad(slice_2d, half + 1)
+    j, i = j + half + 1, i + half + 1
+    return np.ascontiguousarray(padded[j - half : j - half + size, i - half : i - half + size])
+
+
+class CordSegTask(Task):
+    name = "cordseg"
+    required_columns = ()
+    stratify_by = None
+    model_defaults = {"network": "sattisunet", "options": {}}
+    options_defaults = {
+        "series": list(MRI_SERIES),
+        "spacing_mm": 1.0,
+        "max_slice_spacing_mm": 3.0,
+        "tile": 128,
+        "val_tile": 192,
+        "samples_per_volume": 4,
+        "class_ratios": [1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+        "augment": True,
+    }
+    monitor, monitor_mode = "cord_dice", "max"
+
+    def segmentation_config(self, config: dict):
+        """The :class:`cspineai.segmentation.SegmentationConfig` matching this training (saved with the model)."""
+        from ..segmentation import SegmentationConfig
+
+        options = config["task_options"]
+        return SegmentationConfig(spacing_mm=options["spacing_mm"], max_slice_spacing_mm=options["max_slice_spacing_mm"])
+
+    def build_model(self, config: dict):
+        from ..nn.sattisunet import build_segmentation_network
+
+        return build_segmentation_network(
+            config["model"]["network"], 1, len(SEGMENTATION_CLASSES), 2, **config["model"]["options"]
+        )
+
+    def data_items(self, cases, config: dict) -> list[dict]:
+        items = []
+        for case in cases:
+            for series in config["task_options"]["series"]:
+                if series in case.paths and f"{series}_labels" in case.paths:
+                    items.append({"image": str(case.paths[series]), "label": str(case.paths[f"{series}_labels"]),
+                                  "case_id": f"{case.case_id}/{series}"})
+        if not items:
+            from ..errors import CSpineInputError
+
+            raise CSpineInputError("manifest", "no case has an MRI series with its label map (<series>_labels column)")
+        return items
+
+    def transforms(self, config: dict, train: bool):
+        from monai import transforms as mt
+
+        options = config["task_options"]
+        steps = [LoadWorkingGridd(self.segmentation_config(config))]
+        if not train:
+            steps += [CordSliced(options["val_tile"])]
+        else:
+            tile = options["tile"]
+            steps += [
+                mt.RandCropByLabelClassesd(
+                    keys=("image", "label"), label_key="label", spatial_size=(1, tile, tile),
+                    ratios=options["class_ratios"], num_classes=len(SEGMENTATION_CLASSES),
+                    num_samples=options["samples_per_volume"], allow_smaller=True, warn=False,
+                ),
+                mt.SpatialPadd(keys=("image", "label"), spatial_size=(1, tile, tile)),
+                mt.SqueezeDimd(keys=("image", "label"), dim=1),
+            ]
+            if options["augment"]:
+                steps += [
+                    mt.RandAffined(keys=("image", "label"), prob=0.5, rotate_range=0.26, scale_range=0.15,
+                                   mode=("bilinear", "nearest"), padding_mode="zeros"),
+                    mt.RandBiasFieldd(keys="image", prob=0.3, coeff_range=(0.0, 0.3)),
+                    mt.RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.6, 1.6)),
+                    mt.RandHistogramShiftd(keys="image", prob=0.2, num_control_points=(5, 10)),
+                    mt.RandGaussianSmoothd(keys="image", prob=0.2, sigma_x=(0.0, 1.0), sigma_y=(0.0, 1.0)),
+                    mt.RandGaussianNoised(keys="image", prob=0.3, std=0.05),
+                ]
+        steps.append(mt.EnsureTyped(keys=("image", "label"), track_meta=False))
+        return mt.Compose(steps)
+
+    def _loss(self):
+        if not hasattr(self, "_dice_ce"):
+            from monai.losses import DiceCELoss
+
+            self._dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
+        return self._dice_ce
+
+    def step(self, model, batch: dict, config: dict):
+        image, label = batch["image"].float(), batch["label"].long()
+        logits = model(image)
+        loss = self._loss()(logits.float(), label)
+        with torch.no_grad():
+            n_classes = logits.shape[1]
+            pred = torch.nn.functional.one_hot(logits.argmax(1), n_classes).movedim(-1, 1)
+            ref = torch.nn.functional.one_hot(label[:, 0], n_classes).movedim(-1, 1)
+            dims = tuple(range(2, pred.ndim))
+            outputs = {
+                "intersection": (pred * ref).sum(dims).cpu(),
+                "predicted": pred.sum(dims).cpu(),
+                "reference": ref.sum(dims).cpu(),
+                "case_id": list(batch["case_id"]),
+            }
+        return loss, outputs
+
+    def compute_metrics(self, outputs: dict, config: dict, fitted: dict | None = None) -> dict[str, float]:
+        inter, pred, ref = (outputs[k].double().sum(0) for k in ("intersection", "predicted", "reference"))
+
+        def dice(index) -> float:
+            total = float(pred[index].sum() + ref[index].sum())
+            return float("nan") if total == 0 else 2.0 * float(inter[index].sum()) / total
+
+        bodies = list(range(3, len(SEGMENTATION_CLASSES)))
+        return {"cord_dice": dice([1]), "csf_dice": dice([2]), "body_dice": dice(bodies)}
+
+    def case_rows(self, outputs: dict, config: dict) -> list[dict]:
+        rows = []
+        for n, case_id in enumerate(outputs["case_id"]):
+            i, p, r = (outputs[k][n, 1].item() for k in ("intersection", "predicted", "reference"))
+            rows.append({"case_id": case_id, "cord_dice": 2.0 * i / (p + r) if p + r else float("nan")})
+        return rows
+
+
+register_task(CordSegTask())
