@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 from cspineai import CSpineInputError
 from cspineai.atomic import atomic_directory, atomic_path, atomic_write_text
@@ -99,3 +102,15 @@ def test_missing_manifest_is_reported(tmp_path):
 
 def test_case_defaults():
     assert Case("x").paths == {}
+
+
+def test_outputs_get_ordinary_permissions_not_private_temp_ones(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        file = atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_directory(tmp_path / "d") as tmp:
+            (tmp / "b.txt").write_text("y")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(file.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

@@ -14,6 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _suffixes(path: Path) -> str:
     # Keep the full suffix (".nii.gz", ".seg.nrrd") so that writers that pick a format from the name still do.
     return "".join(path.suffixes)
@@ -32,6 +38,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes the file private (0600); the final output gets the permissions of any file the user creates.
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         os.replace(tmp, path)
@@ -61,6 +69,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         raise CSpineInputError(path, "output folder already exists; choose another folder or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes the folder private (0700), results are for the user's tools too
     try:
         yield tmp
         if path.exists():
