@@ -11,7 +11,7 @@ Columns (only ``case_id`` is required; the others are used by the tasks that nee
 - one column per series (``CT_bone``, ``CT_tissue``, ``T1_sag``, ``T2_sag``, ``T2_tra``) with the image path;
 - ``<series>_labels``: label map on that series' grid (values of :mod:`cspineai.series`);
 - ``displacement``: true MRI->CT displacement field (synthetic cohort); ``landmarks``, ``clinical``, ``causal_mask``:
-  per-case JSON / label files;
+  per-case JSON / label files; ``radiograph``: lateral radiograph (the synthetic cohort's DRR);
 - any further column (clinical covariates such as ``age``) is kept as text in :attr:`Case.fields`.
 """
 
@@ -34,6 +34,7 @@ PATH_COLUMNS = (
     "landmarks",
     "clinical",
     "causal_mask",
+    "radiograph",
 )
 
 
