@@ -14,7 +14,7 @@ import sys
 from .errors import CSpineCancelled, CSpineError
 
 #: Subcommands, in the order ``--help`` lists them (module names in ``cspineai.commands``).
-COMMANDS = ["demo", "info", "convert", "train", "evaluate", "export", "measure", "phantom"]
+COMMANDS = ["demo", "run", "info", "convert", "train", "evaluate", "export", "measure", "phantom", "predict"]
 
 
 def build_parser() -> argparse.ArgumentParser:
