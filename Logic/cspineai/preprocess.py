@@ -2,7 +2,7 @@
 
 Each series stays in its own acquisition geometry (methods.md: models see each modality in its own grid; FPRAN learns
 the cross-view mapping). It is resampled onto a *working grid*: the series' own orientation brought to canonical order
-(:func:`cspineai.geometry.reorient`: axial 'LPS', sagittal 'PIL'), a fixed spacing and a fixed size, centred on the
+(:func:`cspineai.geometry.reorient`: axial 'LPS', sagittal 'PIR'), a fixed spacing and a fixed size, centred on the
 physical centre of the series' field of view. ``k`` (tensor axis D) stays the slice axis.
 
 Working grids (``(D, H, W)`` voxels = (k, j, i); spacing (i, j, k) mm) and why:
