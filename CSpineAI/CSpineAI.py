@@ -68,7 +68,8 @@ class CSpineAIWidget(ScriptedLoadableModuleWidget):
 
 
 class CSpineAITest(ScriptedLoadableModuleTest):
-    """Runs the scene assertions of ``cspineai.selftest`` in the application (pytest runs them against slicer-core)."""
+    """Runs the scene assertions of ``cspineai.scene.selftest`` in the application (pytest runs them against
+    slicer-core)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -83,18 +84,18 @@ class CSpineAITest(ScriptedLoadableModuleTest):
         self.test_pipeline_case()
 
     def test_scene_nodes(self):
-        from cspineai import selftest
+        from cspineai.scene import get_context, selftest
 
         with tempfile.TemporaryDirectory() as folder:
-            report = selftest.run_scene_self_test(slicer.mrmlScene, Path(folder))
+            report = selftest.run_scene_self_test(get_context(), Path(folder))
         self.delayDisplay(f"Scene self-test passed: {report}")
 
     def test_pipeline_case(self):
-        from cspineai import selftest
+        from cspineai.scene import get_context, selftest
 
         with tempfile.TemporaryDirectory() as folder:
             try:
-                report = selftest.run_pipeline_self_test(slicer.mrmlScene, Path(folder), device="cpu")
+                report = selftest.run_pipeline_self_test(get_context(), Path(folder), device="cpu")
             except selftest.SelfTestUnavailable as reason:
                 self.skipTest(str(reason))
         self.delayDisplay(f"Pipeline self-test passed: {report}")

@@ -38,15 +38,6 @@ from cspineai.scene import (  # noqa: E402
     write_case_scene,
 )
 
-
-def phantom_available() -> bool:
-    try:
-        from cspineai.phantom import generate_case  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 TABLE_COLUMNS = [Column("level", "string"), Column("slices", "int", "", "count"), Column("csa", "double", "mm2")]
 TABLE_ROWS = [{"level": "C3", "slices": 3, "csa": 70.5}, {"level": "C4", "slices": 2, "csa": 61.0}]
 
@@ -229,11 +220,10 @@ def test_case_writer_refuses_existing_folder_and_labels_on_another_grid(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not phantom_available(), reason="cspineai.phantom.generate_case not available yet")
-def test_demo_command_writes_a_scene_and_a_picture(tmp_path, capsys):
+def test_demo_scene_only_writes_the_ground_truth_scene_and_a_picture(tmp_path, capsys):
     from cspineai.cli import main
 
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--seed", "1"]) == 0
+    assert main(["demo", "--scene-only", "--out", str(tmp_path / "demo"), "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "case.mrb" in out and "views.png" in out
     assert zipfile.is_zipfile(tmp_path / "demo" / "case.mrb")
@@ -241,4 +231,4 @@ def test_demo_command_writes_a_scene_and_a_picture(tmp_path, capsys):
     for name in ("CT_bone", "CT_tissue", "T1_sag", "T2_sag", "T2_tra"):
         assert reloaded.GetFirstNodeByName(name) is not None, name
     assert reloaded.GetFirstNodeByName("CT_bone").GetParentTransformNode() is not None
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2  # exists, no --overwrite: refused at once
+    assert main(["demo", "--scene-only", "--out", str(tmp_path / "demo")]) == 2  # exists, no --overwrite: refused

@@ -237,19 +237,21 @@ def test_training_run_streams_progress_through_the_runner_from_the_package_root(
 
 @pytest.fixture
 def scene():
-    slicer = pytest.importorskip("slicer")
-    return slicer.vtkMRMLScene()
+    pytest.importorskip("slicer")
+    from cspineai.scene import create_context
+
+    return create_context().scene
 
 
 def _volume_node(scene, tmp_path, name: str):
     from cspineai.io import write_volume
-    from cspineai.selftest import load_volume
+    from cspineai.scene import SlicerContext, read_volume_node
 
     array = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
     direction = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # a sagittal acquisition
     volume = Volume(array, spacing=(0.8, 0.9, 3.0), origin=(10.0, -20.0, 30.0), direction=direction)
     path = write_volume(volume, tmp_path / "source.nii.gz")
-    return load_volume(scene, path, name), volume
+    return read_volume_node(path, name, context=SlicerContext(scene)), volume
 
 
 def test_start_case_exports_nodes_named_by_series_and_starts_the_pipeline(scene, tmp_path):
@@ -338,15 +340,6 @@ def test_model_list_reads_the_registry_with_roles(monkeypatch, tmp_path):
     models = {model["id"]: model for model in _logic().listModels()}
     assert models["pain-site"]["role"] == "classifier" and models["pain-site"]["source"] == "user"
     assert set(MODEL_ROLES) >= {model["role"] for model in models.values() if model["role"]}
-
-
-def test_default_scene_loader_says_where_the_results_are_when_the_scene_layer_cannot_load_them(monkeypatch, tmp_path):
-    import cspineai.scene
-    from CSpineAILib.Logic import DefaultSceneLoader
-
-    monkeypatch.delattr(cspineai.scene, "load_results", raising=False)
-    with pytest.raises(RuntimeError, match=f"results are in {tmp_path}.*case.mrb"):
-        DefaultSceneLoader().loadResults(tmp_path)
 
 
 def test_default_scene_loader_passes_the_results_folder_and_context_to_the_scene_layer(monkeypatch, tmp_path):

@@ -126,11 +126,6 @@ class DefaultSceneLoader:
     def loadResults(self, resultsDir: Path) -> Mapping[str, object]:
         import cspineai.scene
 
-        if not hasattr(cspineai.scene, "load_results"):
-            raise RuntimeError(
-                f"The results are in {resultsDir}, but this version of cspineai.scene cannot load them into the scene "
-                "(load_results is missing): open case.mrb from that folder with File > Add Data."
-            )
         kwargs = {} if self.context is None else {"context": self.context}
         return cspineai.scene.load_results(Path(resultsDir), **kwargs)
 

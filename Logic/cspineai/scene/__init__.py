@@ -11,7 +11,8 @@ Everything here runs the same inside desktop Slicer and on the Qt-free ``slicer-
 - :mod:`.heatmap`: Inferno colour table and heatmap volume display.
 - :mod:`.bundle`: ``.mrb`` and bundle-folder save/load.
 - :mod:`.render`: slice-view PNGs without OpenGL.
-- :mod:`.case`: a whole case as one scene (:func:`write_case_scene`, :func:`load_results` for the Slicer module).
+- :mod:`.case`: a whole case as one scene (:func:`write_case_scene`, :func:`load_case_bundle`).
+- :mod:`.results`: a pipeline result as a scene (:func:`write_results_scene`; :func:`load_results` for the module).
 
 Submodules import ``slicer`` inside their functions, so importing this package stays cheap.
 """
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 from .app import SlicerContext, create_context, get_context, reset_default_context
 from .bundle import load_bundle, save_bundle, save_bundle_directory
-from .case import CaseScene, build_case_scene, load_results, write_case_scene
+from .case import CaseScene, build_case_scene, load_case_bundle, write_case_scene
 from .heatmap import colormap_table_node, heatmap_to_node, show_in_slice_views
 from .render import compose_views, render_slice_array, render_views_png
+from .results import load_results, write_results_scene
 from .segmentations import (
     SegmentInfo,
     labelmap_to_segmentation_node,
@@ -66,7 +68,9 @@ __all__ = [
     "heatmap_to_node",
     "labelmap_to_segmentation_node",
     "load_bundle",
+    "load_case_bundle",
     "load_results",
+    "write_results_scene",
     "node_to_volume",
     "read_volume_node",
     "render_slice_array",

@@ -172,8 +172,10 @@ def write_case_scene(
     return CaseScene(out_dir / BUNDLE_NAME, out_dir / VIEWS_NAME, context)
 
 
-def load_results(results_dir: str | os.PathLike, context: SlicerContext | None = None) -> dict[str, Any]:
-    """Load a case folder written by :func:`write_case_scene` into the scene and return its nodes by role.
+def load_case_bundle(results_dir: str | os.PathLike, context: SlicerContext | None = None) -> dict[str, Any]:
+    """Load a case folder written by :func:`write_case_scene` into the scene and return its series nodes by role.
+
+    :func:`cspineai.scene.results.load_results` builds on this and adds the roles only a finished case has.
 
     Args:
         results_dir: folder holding ``case.mrb``.
