@@ -7,8 +7,9 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from cspineai.nn.abpdc import VARIANTS, DifferenceConv, pyramid_mask
 from scipy import ndimage
+
+from cspineai.nn.abpdc import VARIANTS, DifferenceConv, pyramid_mask
 
 
 # --- the naive reference --------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import os
 import stat
 
 import pytest
+
 from cspineai import CSpineInputError
 from cspineai.atomic import atomic_directory, atomic_path, atomic_write_text
 from cspineai.manifest import Case, read_manifest, write_manifest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from cspineai.errors import CSpineInputError
 from cspineai.nn.abpdc import VARIANTS
 from cspineai.nn.backbone import PyramidBackbone, pyramid_strides

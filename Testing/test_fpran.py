@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F  # noqa: N812
+
 from cspineai.geometry import index_to_world, reorient, resample_like
 from cspineai.losses import RegistrationLoss
 from cspineai.nn.fpran import (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cspineai import CSpineInputError, Volume
 from cspineai.geometry import (
     CANONICAL_ORIENTATION,

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from cspineai import CSpineInputError, Volume
 from cspineai.cli import main as cli
 from cspineai.geometry import physically_equal, require_plane, require_same_grid

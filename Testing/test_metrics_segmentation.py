@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from cspineai.errors import CSpineInputError
 from cspineai.metrics.segmentation import dice_scores, hd95_scores, segmentation_report
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from cspineai.errors import CSpineInputError
 from cspineai.io import read_volume
 from cspineai.morphometry import (

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
+
 from cspineai.errors import CSpineInputError
 from cspineai.geometry import index_to_world, same_grid, world_to_index
 from cspineai.manifest import read_manifest
@@ -14,7 +16,6 @@ from cspineai.phantom import outcome as rule
 from cspineai.phantom.anatomy import T
 from cspineai.phantom.cohort import read_displacement
 from cspineai.series import BODY_VALUES, CORD, DISC_LEVELS, LABELS, SERIES, VERTEBRAL_LEVELS
-from scipy import ndimage
 
 COMPRESSED_SEED = 20  # a case whose worst level (C5-C6) flattens the cord by more than 40% (checked below)
 

@@ -11,6 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
+
 from cspineai.errors import CSpineCancelled, CSpineInputError, CSpineModelError
 from cspineai.geometry import same_grid
 from cspineai.io import read_volume

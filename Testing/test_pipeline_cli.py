@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from cspineai.io import write_volume
 from cspineai.pipeline import bundled_case
 from cspineai.progress import parse_progress_line

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from cspineai.geometry import resample_like
 from cspineai.pipeline import PipelineModel
 from cspineai.segmentation import SegmentationConfig, working_grid

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from cspineai.errors import CSpineInputError
 from cspineai.nn.classifier import build_classifier
 from cspineai.prediction import PainPrediction, predict_pain

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cspineai.errors import CSpineInputError
 from cspineai.geometry import index_to_world, reorient
 from cspineai.preprocess import (

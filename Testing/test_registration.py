@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage, optimize
+
 from cspineai.errors import CSpineInputError, CSpineModelError
 from cspineai.geometry import index_to_world, resample_like
 from cspineai.metrics.registration import landmark_errors, warped_label_dice
 from cspineai.registration import RegistrationResult, register
 from cspineai.volume import Volume
-from scipy import ndimage, optimize
 
 LEVEL_CENTRES_Z = (-40.0, -20.0, 0.0, 20.0, 40.0)  # S coordinate (mm) of the five vertebral bodies
 CT_VALUES = {0: -1000.0, 100: 40.0, 1: 35.0, 2: 10.0, "body": 700.0, "disc": 90.0, "posterior": 900.0}

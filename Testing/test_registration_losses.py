@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+
 from cspineai.losses import (
     RegistrationLoss,
     RegistrationLossWeights,

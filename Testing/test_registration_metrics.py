@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cspineai.metrics.registration import (
     folding_percent,
     jacobian_determinant,

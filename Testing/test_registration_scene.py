@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+
 from cspineai.geometry import resample_like
 from cspineai.nn.fpran import RegistrationNet
 from cspineai.registration import register
-from scipy import ndimage
 from test_fpran import perturb, working_tensors
 from test_registration import make_pair
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+
 from cspineai.errors import CSpineInputError, CSpineModelError
 from cspineai.models import registry
 from cspineai.tasks.toy import write_toy_cohort

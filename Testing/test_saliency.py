@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from cspineai.errors import CSpineInputError, CSpineModelError
 from cspineai.geometry import same_grid
 from cspineai.metrics.saliency import blurred_baseline, deletion_curve, deletion_order, pointing_game, random_order

@@ -7,6 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
+
 from cspineai.errors import CSpineInputError
 from cspineai.geometry import physically_equal
 from cspineai.series import BODY_VALUES, CORD, DISC_VALUES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cspineai.errors import CSpineInputError
 from cspineai.series import BODY_VALUES, CORD, CSF, DISC_VALUES, LABELS, POSTERIOR_VALUES
 from helpers import make_volume

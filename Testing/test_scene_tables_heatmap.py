@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from cspineai.errors import CSpineInputError
 from helpers import make_volume
 

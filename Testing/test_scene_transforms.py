@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cspineai.errors import CSpineInputError
 from cspineai.geometry import index_to_world, lps_to_ras, resample_like, world_to_index
 from cspineai.volume import Volume

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cspineai.errors import CSpineInputError
 from cspineai.geometry import physically_equal
 from cspineai.io import read_volume, write_volume

@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from cspineai.errors import CSpineInputError
 from cspineai.stats import Correlation, compare_correlations, fisher_z, inverse_fisher_z, pearson
-from scipy import stats
 
 
 def test_fisher_z_matches_its_closed_form_and_inverts():

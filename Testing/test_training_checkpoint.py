@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+
 from cspineai.errors import CSpineModelError
 from cspineai.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cspineai.training.loop import concat_outputs, to_device

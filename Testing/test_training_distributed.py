@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+
 from cspineai.tasks.toy import ToyNet, write_toy_cohort
 from cspineai.training.checkpoint import load_checkpoint
 

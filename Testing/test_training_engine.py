@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+
 from cspineai.errors import CSpineInputError
 from cspineai.manifest import read_manifest
 from cspineai.tasks.toy import write_toy_cohort

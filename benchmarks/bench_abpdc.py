@@ -48,6 +48,7 @@ def median_time(fn, repeats: int) -> float:
 
 def bench_layers(repeats: int) -> None:
     import torch
+
     from cspineai.nn.abpdc import VARIANTS, DifferenceConv
 
     # (batch, channels in, channels out, D, H, W): level-1/2/3 units of the sagittal branch at training batch 4
@@ -74,6 +75,7 @@ def bench_layers(repeats: int) -> None:
 
 def bench_classifier(repeats: int) -> None:
     import torch
+
     from cspineai.nn.classifier import build_classifier
     from cspineai.preprocess import WORKING_GRIDS
 

@@ -42,6 +42,7 @@ def timed(step: Callable[[], object], repeats: int) -> tuple[float, float, objec
 def ct_like_volume(size_ijk: tuple[int, int, int]):
     """A deterministic int16 CT-like volume (air, soft tissue, a bone block, mild noise) on a 0.5 x 0.5 x 1 mm grid."""
     import numpy as np
+
     from cspineai.volume import Volume
 
     ni, nj, nk = size_ijk

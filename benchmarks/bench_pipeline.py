@@ -80,6 +80,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     import slicer  # noqa: F401  (set-up: the scene layer's import, timed apart from the case)
+
     from cspineai.errors import CSpineModelError
     from cspineai.pipeline import MODEL_ROLES, bundled_case, resolve_models, run_case, write_results
 

@@ -100,6 +100,7 @@ def manifest_cases(manifest: str, n: int, series: tuple[str, ...]):
 def evaluate_case(model, series, masks, label, methods, args, rng):
     """Per method: seconds, per-branch pointing results (label 1 only) and deletion AUCs (map, random)."""
     import torch
+
     from cspineai.metrics.saliency import (
         blurred_baseline,
         deletion_curve,
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+
     from cspineai.metrics.saliency import DEFAULT_MARGIN_MM
     from cspineai.saliency import METHODS
 

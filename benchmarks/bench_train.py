@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+
     from cspineai.training.config import load_config
     from cspineai.training.distributed import DistInfo, pick_device
     from cspineai.training.loop import fit

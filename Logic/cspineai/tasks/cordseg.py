@@ -1,4 +1,5 @@
-"""``cordseg``: train the cord / CSF / vertebral body segmentation (SAttisUNet or a baseline) for :mod:`cspineai.segmentation`.
+"""``cordseg``: train the cord / CSF / vertebral body segmentation (SAttisUNet or a baseline) for
+:mod:`cspineai.segmentation`.
 
 Data: every MRI series of a case that has a label map beside it (manifest columns ``T1_sag``/``T1_sag_labels``,
 ``T2_sag``/..., ``T2_tra``/...; the synthetic cohort, domain-randomised or not, writes them). Each volume goes through
@@ -6,10 +7,10 @@ the *same* preprocessing as inference (:func:`cspineai.segmentation.working_grid
 working slices at ``spacing_mm``), so what the network sees in training is what it sees in use; label values become
 class indices in the order of :data:`cspineai.series.SEGMENTATION_CLASSES` (other structures: background).
 
-Training samples are 2-D tiles (``tile`` x ``tile`` working voxels) of one sagittal slice, centred on a random voxel of a
-class drawn with ``class_ratios`` (the cord is oversampled), with intensity randomisation on top of the cohort's own
-(bias field, gamma, noise, blur, histogram shift) and small in-plane rotations and scalings. Never flipped: the SI order of
-the vertebral levels and the AP order of body and cord are what the network must learn.
+Training samples are 2-D tiles (``tile`` x ``tile`` working voxels) of one sagittal slice, centred on a random voxel of
+a class drawn with ``class_ratios`` (the cord is oversampled), with intensity randomisation on top of the cohort's own
+(bias field, gamma, noise, blur, histogram shift) and small in-plane rotations and scalings. Never flipped: the SI order
+of the vertebral levels and the AP order of body and cord are what the network must learn.
 Validation: the working slice with the most cord, one ``val_tile`` tile centred on the cord (deterministic).
 Loss: MONAI ``DiceCELoss``. Figures: Dice of cord, CSF and vertebral bodies (pooled over the validation tiles);
 ``cord_dice`` drives early stopping.
@@ -35,8 +36,8 @@ def class_index_lut() -> np.ndarray:
 class LoadWorkingGridd:
     """Read ``image`` and ``label`` files and put both on the inference working grid.
 
-    Output: ``image`` ``(1, K, J, I)`` float32 in [0, 1], ``label`` ``(1, K, J, I)`` uint8 class indices (K = LR slices).
-    Deterministic, so cacheable.
+    Output: ``image`` ``(1, K, J, I)`` float32 in [0, 1], ``label`` ``(1, K, J, I)`` uint8 class indices (K = LR
+    slices). Deterministic, so cacheable.
     """
 
     def __init__(self, config):
@@ -112,7 +113,9 @@ class CordSegTask(Task):
         from ..segmentation import SegmentationConfig
 
         options = config["task_options"]
-        return SegmentationConfig(spacing_mm=options["spacing_mm"], max_slice_spacing_mm=options["max_slice_spacing_mm"])
+        return SegmentationConfig(
+            spacing_mm=options["spacing_mm"], max_slice_spacing_mm=options["max_slice_spacing_mm"]
+        )
 
     def build_model(self, config: dict):
         from ..nn.sattisunet import build_segmentation_network
