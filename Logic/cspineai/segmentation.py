@@ -1,0 +1,370 @@
+"""Spinal cord, CSF/canal and vertebral body segmentation of a cervical MRI (paper 001, ``methods.md`` section 4).
+
+:func:`segment_cord` turns an MRI :class:`~cspineai.volume.Volume` of any orientation into a label map on the input's
+own grid, with the values of :data:`cspineai.series.SEGMENTATION_CLASSES` (0 background, 1 cord, 2 CSF, 3..9 vertebral
+bodies C2..T1). The steps:
+
+1. **Refuse what is not a neck MRI**: a CT (``modality`` a CT series, or Hounsfield-like intensities with air near
+   -1000).
+2. **Intensity normalisation**: the input's ``[0.5, 99.5]`` percentiles map to ``[0, 1]`` (MRI has no absolute scale).
+3. **Canonical working grid**: whatever the acquisition (sagittal, axial, oblique), the image is resampled onto sagittal
+   slices aligned with the patient axes (index order ``PIL``: i towards P, j towards I, k towards L), covering the
+   input's physical extent, at a fixed in-plane spacing. The slice (LR) spacing follows the input's own LR sampling,
+   clipped to ``[spacing_mm, max_slice_spacing_mm]``, so a thick-slice sagittal series is not interpolated into many
+   more slices. This is why a sagittal, axial or oblique scan of one neck gives the same physical result.
+4. **Network**: the 2-D model runs slice by slice (``spatial_dims=2``) or the 3-D model on the whole grid, both with
+   MONAI's Gaussian-weighted sliding-window inference; softmax probabilities, not labels, go back to the input grid
+   (linear interpolation of the background, cord, CSF and any-body probabilities, then arg-max), so boundaries keep
+   sub-voxel accuracy.
+5. **Clean-up**: the canal (cord + CSF) and then the cord are reduced to their largest connected component; a cord
+   smaller than ``min_cord_volume_mm3`` means no neck in view: an error, never an empty segmentation.
+6. **Vertebral levels**: see :func:`assign_vertebral_levels`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import CSpineInputError, CSpineModelError
+from .geometry import index_to_world, physical_bounds, resample_like
+from .progress import ProgressCallback, no_progress
+from .series import BODY_VALUES, CORD, CSF, CT_SERIES, SEGMENTATION_CLASSES
+from .volume import Volume
+
+#: Direction of the working grid: columns are the LPS unit vectors of i (towards P), j (towards I) and k (towards L).
+WORKING_DIRECTION = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+#: Registry id of the shipped cord segmentation model.
+DEFAULT_MODEL_ID = "cordseg-sattisunet"
+
+# A CT shows air at about -1000 HU around the neck and in the airway, and fat at about -100 HU even when cropped
+# tightly; MRI magnitudes are never far below zero.
+_CT_AIR_HU, _CT_AIR_FRACTION = -500.0, 0.01
+_CT_FAT_HU, _CT_FAT_FRACTION = -50.0, 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationConfig:
+    """Pre- and post-processing that belongs to a trained model (saved with it in the registry card).
+
+    Args:
+        spacing_mm: in-plane spacing (SI and AP) of the working sagittal slices.
+        max_slice_spacing_mm: largest LR spacing of the working grid (thicker inputs are resampled to it).
+        roi_size: sliding-window tile, in working voxels: ``(SI, AP)`` for 2-D models, ``(LR, SI, AP)`` for 3-D.
+        overlap: sliding-window overlap fraction.
+        sw_batch_size: tiles per network call.
+        spatial_dims: 2 (slice-wise) or 3.
+        intensity_percentiles: input percentiles mapped to 0 and 1.
+        classes: label value of each network output channel.
+        min_cord_volume_mm3: smaller cords are treated as "no cord found".
+        min_body_volume_mm3: vertebral body components smaller than this are dropped before level assignment.
+    """
+
+    spacing_mm: float = 1.0
+    max_slice_spacing_mm: float = 3.0
+    roi_size: tuple[int, ...] = (256, 256)
+    overlap: float = 0.25
+    sw_batch_size: int = 8
+    spatial_dims: int = 2
+    intensity_percentiles: tuple[float, float] = (0.5, 99.5)
+    classes: tuple[int, ...] = SEGMENTATION_CLASSES
+    min_cord_volume_mm3: float = 300.0
+    min_body_volume_mm3: float = 200.0
+
+    def __post_init__(self) -> None:
+        if len(self.roi_size) != self.spatial_dims:
+            raise ValueError(f"roi_size {self.roi_size} needs {self.spatial_dims} entries (spatial_dims)")
+        if list(self.classes[:3]) != [0, CORD, CSF]:
+            raise ValueError(f"classes must start with background, cord and CSF (0, {CORD}, {CSF}), not {self.classes}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegmentationConfig:
+        """From a registry card's ``preprocessing`` mapping (lists become tuples; unknown keys are an error)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(f"unknown segmentation settings {unknown}; known: {sorted(fields)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+# --- input checks ---------------------------------------------------------------------------------------------------
+def require_mri(volume: Volume) -> None:
+    """Raise :class:`CSpineInputError` when ``volume`` is a CT (by its series name or its Hounsfield-like values)."""
+    source = volume.source or volume.modality or "image"
+    if volume.modality in CT_SERIES:
+        raise CSpineInputError(source, f"cord segmentation needs an MRI, but this is the {volume.modality} CT series")
+    values = volume.array
+    air = np.count_nonzero(values < _CT_AIR_HU) / values.size
+    fat = np.count_nonzero(values < _CT_FAT_HU) / values.size
+    if air >= _CT_AIR_FRACTION or fat >= _CT_FAT_FRACTION:
+        below, fraction = (_CT_AIR_HU, air) if air >= _CT_AIR_FRACTION else (_CT_FAT_HU, fat)
+        raise CSpineInputError(
+            source,
+            f"cord segmentation needs an MRI, but {100 * fraction:.0f}% of the voxels are below {below:.0f}, as air "
+            "and fat are in a CT (Hounsfield units); choose the T1 or T2 MRI series",
+        )
+
+
+# --- working grid ---------------------------------------------------------------------------------------------------
+def working_grid(volume: Volume, config: SegmentationConfig) -> Volume:
+    """The canonical sagittal grid (an empty ``uint8`` Volume) covering ``volume``'s physical extent; see module doc."""
+    lo, hi = physical_bounds(volume)
+    # LR sampling of the input: spacing of the index axis that runs most nearly left-right.
+    lr_axis = int(np.argmax(np.abs(volume.direction[0])))
+    lr = float(np.clip(volume.spacing[lr_axis], config.spacing_mm, config.max_slice_spacing_mm))
+    spacing = np.array([config.spacing_mm, config.spacing_mm, lr])  # along i (P), j (I), k (L)
+    extent = np.array([hi[1] - lo[1], hi[2] - lo[2], hi[0] - lo[0]])  # P, S-I, L extents in mm
+    size = np.floor(extent / spacing + 1e-6).astype(int) + 1
+    # Centre the grid on the input's extent so that no side is favoured when the extent is not a multiple of spacing.
+    centre = (lo + hi) / 2.0
+    half = WORKING_DIRECTION @ ((size - 1) * spacing) / 2.0
+    origin = centre - half
+    return Volume(np.zeros(size[::-1], dtype=np.uint8), tuple(spacing), tuple(origin), WORKING_DIRECTION.copy())
+
+
+def normalise_intensity(volume: Volume, percentiles: Sequence[float]) -> Volume:
+    """Map the ``percentiles`` of ``volume`` to ``[0, 1]`` and clip (MONAI ``ScaleIntensityRangePercentiles``)."""
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    scale = ScaleIntensityRangePercentiles(percentiles[0], percentiles[1], 0.0, 1.0, clip=True, dtype=np.float32)
+    return volume.with_array(np.asarray(scale(volume.array.astype(np.float32)[None]))[0])
+
+
+# --- network --------------------------------------------------------------------------------------------------------
+def predict_probabilities(image: np.ndarray, model: Any, config: SegmentationConfig, device: str = "cpu") -> np.ndarray:
+    """Class probabilities ``(C, K, J, I)`` of a normalised working-grid image ``(K, J, I)``.
+
+    2-D models see each slice ``array[k]`` (``(J, I)`` = SI x AP); 3-D models the whole array. MONAI sliding-window
+    inference with Gaussian weighting; softmax over the ``len(config.classes)`` output channels.
+    """
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    model.eval()
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
+    tensor = tensor[:, None] if config.spatial_dims == 2 else tensor[None, None]  # (K, 1, J, I) or (1, 1, K, J, I)
+    with torch.inference_mode():
+        logits = sliding_window_inference(
+            tensor, config.roi_size, config.sw_batch_size, model, overlap=config.overlap, mode="gaussian"
+        )
+    if logits.shape[1] != len(config.classes):
+        raise CSpineModelError(
+            f"the segmentation model gives {logits.shape[1]} classes but its configuration names {len(config.classes)}"
+        )
+    probabilities = torch.softmax(logits.float(), dim=1)
+    probabilities = probabilities.permute(1, 0, 2, 3) if config.spatial_dims == 2 else probabilities[0]
+    return probabilities.cpu().numpy()
+
+
+def _resample_probabilities(probabilities: np.ndarray, grid: Volume, target: Volume) -> np.ndarray:
+    """Resample ``(C, K, J, I)`` probabilities on ``grid`` onto ``target``'s grid (linear): ``(C, K', J', I')``."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(probabilities, 0, -1)), isVector=True)
+    image.SetSpacing(grid.spacing)
+    image.SetOrigin(grid.origin)
+    image.SetDirection(tuple(grid.direction.ravel()))
+    reference = target.with_array(np.zeros(target.shape, dtype=np.uint8)).to_sitk()
+    # Outside the working grid (never: it covers the input) every channel would be 0, which arg-max reads as background.
+    out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
+    return np.moveaxis(sitk.GetArrayFromImage(out), -1, 0)
+
+
+def _labels_on_input_grid(probabilities: np.ndarray, grid: Volume, target: Volume, config: SegmentationConfig):
+    """Arg-max label map on ``target``'s grid from working-grid probabilities ``(C, K, J, I)``.
+
+    Background, cord, CSF and "any vertebral body" probabilities are interpolated linearly (sub-voxel boundaries); which
+    level a body voxel has is carried by nearest neighbour. Interpolating 4 channels instead of all 10 more than halves
+    the cost, and levels are re-assigned per body afterwards anyway.
+    """
+    grouped = np.concatenate([probabilities[:3], probabilities[3:].sum(axis=0, keepdims=True)])
+    group = np.argmax(_resample_probabilities(grouped, grid, target), axis=0)
+    classes = np.asarray(config.classes, dtype=np.uint8)
+    labels = classes[np.minimum(group, 2)]
+    if len(classes) > 3:
+        level = grid.with_array(np.argmax(probabilities[3:], axis=0).astype(np.uint8))
+        level = resample_like(level, target, "nearest").array
+        labels = np.where(group == 3, classes[3:][level], labels)
+    return labels.astype(np.uint8)
+
+
+# --- post-processing ------------------------------------------------------------------------------------------------
+def keep_largest_component(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """Keep the largest 26-connected component of the union of ``values`` in ``labels`` ``(K, J, I)``; the rest of
+    those values becomes background (0). Other values are untouched.
+
+    The same as MONAI's ``KeepLargestConnectedComponent(independent=False)``, which needs scikit-image (not a dependency
+    of this project); scipy's labelling does the same job.
+    """
+    from scipy import ndimage
+
+    mask = np.isin(labels, list(values))
+    components, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if count <= 1:
+        return labels.copy()
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    out = labels.copy()
+    out[mask & (components != int(np.argmax(sizes)))] = 0
+    return out
+
+
+def assign_vertebral_levels(labels: np.ndarray, volume: Volume, min_volume_mm3: float = 200.0) -> np.ndarray:
+    """Relabel vertebral bodies so that levels run C2, C3, ... T1 from superior to inferior without repeats.
+
+    The network predicts one class per level, but neighbouring bodies look alike and get confused. Anatomy is more
+    reliable than those per-voxel votes: bodies in view are consecutive. So:
+
+    1. every connected component of the union of body classes (6-connected, so bodies touching across a thin disc stay
+       apart) is one vertebral body; components under ``min_volume_mm3`` are dropped;
+    2. components are ordered by the SI position of their centroid, superior first, and numbered consecutively; where
+       the distance to the next centroid is well above the median spacing (a body the network missed) the numbering
+       skips accordingly (``round(distance / median)`` steps);
+    3. one offset maps the numbering onto C2..T1: the offset whose levels agree best with the network's votes (each
+       component's fraction of voxels predicted as that level, summed). Components falling outside C2..T1 (e.g. T2 in a
+       long field of view) become background.
+
+    Known limitation: two bodies merged into one component get one level.
+
+    Args:
+        labels: label map ``(K, J, I)`` with body values from :data:`cspineai.series.BODY_VALUES`.
+        volume: the grid of ``labels`` (voxel size and SI positions).
+
+    Returns:
+        a new label map; values other than vertebral bodies are unchanged.
+    """
+    from scipy import ndimage
+
+    body_values = np.array(list(BODY_VALUES.values()))
+    is_body = np.isin(labels, body_values)
+    out = labels.copy()
+    out[is_body] = 0
+    components, count = ndimage.label(is_body)
+    if count == 0:
+        return out
+    index = np.arange(1, count + 1)
+    sizes = ndimage.sum_labels(is_body, components, index)
+    kept = index[sizes * float(np.prod(volume.spacing)) >= min_volume_mm3]
+    if kept.size == 0:
+        return out
+    centroids_kji = np.array(ndimage.center_of_mass(is_body, components, kept)).reshape(-1, 3)
+    si = index_to_world(volume, centroids_kji[:, ::-1])[:, 2]  # LPS z grows towards S
+    order = np.argsort(-si)
+    kept, si = kept[order], si[order]
+
+    gaps = -np.diff(si)
+    steps = np.ones(len(gaps), dtype=int)
+    if len(gaps) >= 2:
+        steps = np.maximum(1, np.round(gaps / np.median(gaps))).astype(int)
+    position = np.concatenate([[0], np.cumsum(steps)])
+
+    votes = np.stack([ndimage.sum_labels(labels == v, components, kept) for v in body_values], axis=1)
+    votes = votes / np.maximum(votes.sum(axis=1, keepdims=True), 1)
+    n_levels = len(body_values)
+    best_offset, best_score = 0, -1.0
+    for offset in range(-int(position[-1]), n_levels):
+        level = position + offset
+        inside = (level >= 0) & (level < n_levels)
+        # Agreement first; among equal agreements keep more bodies, then the more superior numbering.
+        score = votes[inside, level[inside]].sum() + 1e-6 * inside.sum()
+        if score > best_score + 1e-12:
+            best_offset, best_score = offset, score
+    for component, level in zip(kept, position + best_offset, strict=True):
+        if 0 <= level < n_levels:
+            out[components == component] = body_values[level]
+    return out
+
+
+def load_segmentation_model(model_id: str = DEFAULT_MODEL_ID, version: str | None = None, device: str = "cpu"):
+    """``(network in eval mode, SegmentationConfig)`` of a registered ``cordseg`` model (hash-checked by the
+    registry)."""
+    from .models.registry import load_model
+    from .training.config import resolve_config
+    from .training.tasks import get_task
+
+    network, entry, state = load_model(model_id, version, device)
+    config = resolve_config(dict(state["config"]), f"model {entry.id} {entry.version}")
+    if config["task"] != "cordseg":
+        raise CSpineModelError(f"model {entry.id} was trained for task {config['task']!r}, not cord segmentation")
+    return network, get_task("cordseg").segmentation_config(config)
+
+
+# --- the whole job --------------------------------------------------------------------------------------------------
+def segment_cord(
+    mri: Volume,
+    model: Any = None,
+    config: SegmentationConfig | None = None,
+    device: str = "cpu",
+    progress: ProgressCallback = no_progress,
+) -> Volume:
+    """Segment cord, CSF/canal and vertebral bodies C2..T1 of ``mri``; a label map on ``mri``'s grid.
+
+    Args:
+        mri: a T1- or T2-weighted MRI of the cervical spine, any orientation (sagittal, axial, oblique).
+        model: a ``torch.nn.Module`` mapping ``(B, 1, *roi)`` normalised intensities to ``(B, len(classes), *roi)``
+            logits, or the id of a registered ``cordseg`` model (default :data:`DEFAULT_MODEL_ID`, the shipped one).
+        config: the pre/post-processing the model was trained with (default: the registered model's, else
+            :class:`SegmentationConfig`).
+        device: torch device for the network.
+        progress: callback ``(step, fraction, message)``.
+
+    Returns:
+        a ``uint8`` :class:`Volume` on ``mri``'s grid (same shape, spacing, origin, direction) with values of
+        :data:`cspineai.series.SEGMENTATION_CLASSES`.
+
+    Raises:
+        CSpineInputError: ``mri`` is a CT, or no spinal cord is found (neck not in view, wrong image).
+        CSpineModelError: the registered model is missing or altered, or the model does not match ``config``.
+    """
+    if model is None or isinstance(model, str):
+        model, registered_config = load_segmentation_model(model or DEFAULT_MODEL_ID, device=device)
+        config = config or registered_config
+    config = config or SegmentationConfig()
+    source = mri.source or mri.modality or "MRI"
+    require_mri(mri)
+
+    progress("segment", 0.05, "normalising and resampling to sagittal working slices")
+    grid = working_grid(mri, config)
+    image = resample_like(normalise_intensity(mri, config.intensity_percentiles), grid, "linear", default_value=0.0)
+
+    progress("segment", 0.15, f"running the network on {grid.shape[0]} slices")
+    probabilities = predict_probabilities(image.array, model, config, device)
+
+    progress("segment", 0.8, "resampling to the input grid and cleaning up")
+    labels = _labels_on_input_grid(probabilities, grid, mri, config)
+    labels = keep_largest_component(labels, [CORD, CSF])
+    labels = keep_largest_component(labels, [CORD])
+
+    cord_mm3 = np.count_nonzero(labels == CORD) * float(np.prod(mri.spacing))
+    if cord_mm3 < config.min_cord_volume_mm3:
+        raise CSpineInputError(
+            source,
+            f"no spinal cord found ({cord_mm3:.0f} mm³ of cord-like tissue, at least {config.min_cord_volume_mm3:.0f} "
+            "mm³ expected): check that the image is a T1 or T2 MRI with the cervical spine in view",
+        )
+    labels = assign_vertebral_levels(labels, mri, config.min_body_volume_mm3)
+    progress("segment", 1.0, f"cord {cord_mm3 / 1000:.1f} cm³")
+    result = mri.with_array(labels, modality="segmentation")
+    return result
+
+
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "SegmentationConfig",
+    "load_segmentation_model",
+    "WORKING_DIRECTION",
+    "assign_vertebral_levels",
+    "keep_largest_component",
+    "normalise_intensity",
+    "predict_probabilities",
+    "require_mri",
+    "segment_cord",
+    "working_grid",
+]

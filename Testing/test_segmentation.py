@@ -1,0 +1,324 @@
+"""Cord segmentation inference: geometry (any orientation gives the same physical mask), refusals, clean-up, levels.
+
+The network here is a deterministic stand-in that classifies normalised intensity (dark background, mid-grey CSF, bright
+cord), so these tests check the pipeline around the network, not a trained model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cspineai.errors import CSpineInputError, CSpineModelError
+from cspineai.geometry import index_to_world, resample_like
+from cspineai.metrics.segmentation import dice_scores
+from cspineai.segmentation import (
+    WORKING_DIRECTION,
+    SegmentationConfig,
+    assign_vertebral_levels,
+    keep_largest_component,
+    segment_cord,
+    working_grid,
+)
+from cspineai.series import BODY_VALUES, CORD, CSF, SEGMENTATION_CLASSES
+from cspineai.volume import Volume
+
+SAGITTAL = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # i->P, j->I, k->L
+AXIAL = np.eye(3)
+CONFIG = SegmentationConfig(roi_size=(96, 96), sw_batch_size=16)
+
+
+class IntensityStandIn(torch.nn.Module):
+    """Logits favouring the class whose normalised intensity is nearest: background 0, CSF 0.5, cord 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centres = torch.tensor([0.0, 1.0, 0.5] + [9.0] * (len(SEGMENTATION_CLASSES) - 3))
+        return -60.0 * (x - centres.view(1, -1, *([1] * (x.ndim - 2)))) ** 2
+
+
+class Background(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], len(SEGMENTATION_CLASSES), *x.shape[2:])
+        logits[:, 0] = 10.0
+        return logits
+
+
+class MustNotRun(torch.nn.Module):
+    def forward(self, x):
+        raise AssertionError("the network must not run on a refused input")
+
+
+def centred_grid(shape_kji, spacing, direction) -> Volume:
+    size, spacing_arr = np.array(shape_kji[::-1]), np.array(spacing, dtype=float)
+    origin = -(np.asarray(direction) @ ((size - 1) * spacing_arr / 2.0))
+    return Volume(np.zeros(shape_kji, np.float32), spacing, tuple(origin), direction, modality="T2_sag",
+    source="phantom")
+
+
+def neck_phantom(grid: Volume) -> Volume:
+    """A cord (elliptic cylinder, semi-axes 6 mm LR x 4.5 mm AP, tilted 10 degrees in the sagittal plane) in a CSF
+    canal, evaluated analytically at the voxel centres of ``grid`` (LPS mm, centred on the origin)."""
+    k, j, i = np.meshgrid(*(np.arange(n) for n in grid.shape), indexing="ij")
+    x, y, z = np.moveaxis(index_to_world(grid, np.stack([i, j, k], -1).astype(float)), -1, 0)
+    r = np.hypot(x / 6.0, (y - 0.17 * z) / 4.5)
+
+    def step(t):
+        return 1.0 / (1.0 + np.exp(-t))
+
+    cord = step((1.0 - r) / 0.08) * step(40.0 - np.abs(z))
+    canal = step((1.6 - r) / 0.08) * step(45.0 - np.abs(z))
+    return grid.with_array((200.0 + 400.0 * canal + 400.0 * cord).astype(np.float32))
+
+
+def true_cord(grid: Volume) -> np.ndarray:
+    return neck_phantom(grid).array > 800.0
+
+
+@pytest.fixture(scope="module")
+def orientations():
+    from scipy.spatial.transform import Rotation
+
+    oblique = Rotation.from_euler("xyz", [20, 15, 10], degrees=True).as_matrix() @ SAGITTAL
+    grids = {
+        "sagittal": centred_grid((24, 120, 60), (0.8, 0.8, 1.0), SAGITTAL),
+        "axial": centred_grid((120, 60, 40), (0.8, 0.8, 0.8), AXIAL),
+        "oblique": centred_grid((44, 150, 90), (0.8, 0.8, 0.8), oblique),
+    }
+    torch.manual_seed(0)
+    return {name: segment_cord(neck_phantom(g), IntensityStandIn(), CONFIG) for name, g in grids.items()}
+
+
+def test_sagittal_axial_and_oblique_scans_of_one_neck_give_the_same_cord(orientations):
+    reference = orientations["sagittal"]
+    for name in ("axial", "oblique"):
+        on_reference = resample_like(orientations[name], reference, "nearest")
+        assert dice_scores(on_reference.array, reference.array, [CORD])[CORD] >= 0.95, name
+        assert dice_scores(on_reference.array, reference.array, [CSF])[CSF] >= 0.90, name
+
+
+@pytest.mark.parametrize("name", ["sagittal", "axial", "oblique"])
+def test_cord_matches_the_analytic_cord_on_the_input_grid(orientations, name):
+    labels = orientations[name]
+    assert dice_scores(labels.array == CORD, true_cord(labels), [1])[1] >= 0.95
+
+
+def test_label_map_lies_on_the_input_grid_with_segmentation_values(orientations):
+    labels = orientations["oblique"]
+    assert labels.array.dtype == np.uint8
+    assert set(np.unique(labels.array)) <= set(SEGMENTATION_CLASSES)
+    assert labels.modality == "segmentation"
+    assert labels.source == "phantom"
+
+
+def test_working_grid_is_sagittal_and_covers_the_input():
+    volume = centred_grid((10, 50, 40), (0.5, 0.5, 4.0), AXIAL)  # thick axial slices, LR sampled at 0.5 mm
+    grid = working_grid(volume, SegmentationConfig(spacing_mm=1.0, max_slice_spacing_mm=3.0))
+    assert np.allclose(grid.direction, WORKING_DIRECTION)
+    assert grid.plane == "sagittal"
+    assert grid.spacing == (1.0, 1.0, 1.0)  # LR spacing clipped up to the in-plane spacing
+    sagittal = centred_grid((12, 50, 40), (0.5, 0.5, 5.0), SAGITTAL)
+    assert working_grid(sagittal, SegmentationConfig(max_slice_spacing_mm=3.0)).spacing[2] == 3.0
+    from cspineai.geometry import physical_bounds
+
+    (lo, hi), (glo, ghi) = physical_bounds(volume), physical_bounds(grid)
+    assert np.all(glo <= lo + 0.5) and np.all(ghi >= hi - 0.5)
+
+
+def test_refuses_a_ct_named_as_such_without_running_the_network():
+    ct = neck_phantom(centred_grid((8, 40, 40), (1.0, 1.0, 1.0), AXIAL))
+    ct.modality = "CT_bone"
+    with pytest.raises(CSpineInputError, match="needs an MRI"):
+        segment_cord(ct, MustNotRun(), CONFIG)
+
+
+def test_refuses_hounsfield_values_with_air_around_the_neck():
+    grid = centred_grid((8, 40, 40), (1.0, 1.0, 1.0), AXIAL)
+    yy, xx = np.mgrid[:40, :40]
+    body = (yy - 20) ** 2 + (xx - 20) ** 2 < 15**2
+    ct = grid.with_array(np.where(body, 40.0, -1000.0)[None].repeat(8, 0).astype(np.float32), modality="")
+    with pytest.raises(CSpineInputError, match="Hounsfield"):
+        segment_cord(ct, MustNotRun(), CONFIG)
+
+
+def test_reports_no_cord_instead_of_an_empty_segmentation():
+    volume = neck_phantom(centred_grid((20, 60, 40), (1.0, 1.0, 1.0), SAGITTAL))
+    with pytest.raises(CSpineInputError, match="no spinal cord found"):
+        segment_cord(volume, Background(), CONFIG)
+
+
+def test_reports_a_model_missing_from_the_registry():
+    with pytest.raises(CSpineModelError, match="no-such-model"):
+        segment_cord(neck_phantom(centred_grid((8, 40, 40), (1.0, 1.0, 1.0), SAGITTAL)), "no-such-model")
+
+
+def test_reports_a_model_whose_classes_do_not_match_its_configuration():
+    class ThreeClasses(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 3, *x.shape[2:])
+
+    with pytest.raises(CSpineModelError, match="3 classes"):
+        segment_cord(neck_phantom(centred_grid((8, 40, 40), (1.0, 1.0, 1.0), SAGITTAL)), ThreeClasses(), CONFIG)
+
+
+def test_keeps_only_the_largest_cord_component():
+    labels = np.zeros((10, 20, 20), np.uint8)
+    labels[:, 5:9, 5:9] = CORD  # the cord
+    labels[2:4, 15:17, 15:17] = CORD  # a stray island
+    labels[:, 12:14, 2:4] = 5  # a vertebral body, untouched
+    out = keep_largest_component(labels, [CORD])
+    assert np.count_nonzero(out == CORD) == 10 * 16
+    assert np.count_nonzero(out == 5) == np.count_nonzero(labels == 5)
+
+
+def _stacked_bodies(n_bodies: int, predicted: list[int]) -> tuple[np.ndarray, Volume]:
+    """Axial 1 mm grid (k towards S) with ``n_bodies`` 10 mm boxes separated by 4 mm gaps; body n (from the top)
+    labelled ``predicted[n]``."""
+    labels = np.zeros((14 * n_bodies + 4, 30, 30), np.uint8)
+    for n in range(n_bodies):
+        top = labels.shape[0] - 4 - 14 * n  # k grows towards S: the first body is the highest
+        labels[top - 10 : top, 5:25, 5:25] = predicted[n]
+    return labels, Volume(labels, (1.0, 1.0, 1.0))
+
+
+def test_vertebral_levels_run_c2_downwards_when_the_network_confuses_neighbours():
+    c = BODY_VALUES
+    predicted = [c["C2"], c["C2"], c["C4"], c["C4"], c["C6"]]  # neighbours confused
+    labels, grid = _stacked_bodies(5, predicted)
+    out = assign_vertebral_levels(labels, grid)
+    tops = [out[labels.shape[0] - 9 - 14 * n, 15, 15] for n in range(5)]
+    assert tops == [c["C2"], c["C3"], c["C4"], c["C5"], c["C6"]]
+
+
+def test_vertebral_levels_keep_the_network_anchor_when_the_top_of_the_spine_is_out_of_view():
+    c = BODY_VALUES
+    labels, grid = _stacked_bodies(3, [c["C5"], c["C6"], c["C7"]])
+    out = assign_vertebral_levels(labels, grid)
+    assert [out[labels.shape[0] - 9 - 14 * n, 15, 15] for n in range(3)] == [c["C5"], c["C6"], c["C7"]]
+
+
+def test_small_body_fragments_are_dropped():
+    labels, grid = _stacked_bodies(2, [BODY_VALUES["C3"], BODY_VALUES["C4"]])
+    labels[0:2, 0:2, 0:2] = BODY_VALUES["T1"]  # 8 mm³ speck
+    out = assign_vertebral_levels(labels, grid, min_volume_mm3=100.0)
+    assert not out[0:2, 0:2, 0:2].any()
+
+
+def test_configuration_round_trips_through_a_card_mapping():
+    config = SegmentationConfig(spacing_mm=0.8, roi_size=(128, 128))
+    assert SegmentationConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown"):
+        SegmentationConfig.from_dict({"spacing": 1.0})
+
+
+def test_vertebral_levels_skip_a_level_where_the_network_missed_a_body():
+    c = BODY_VALUES
+    labels, grid = _stacked_bodies(5, [c["C3"], c["C4"], c["C5"], c["C6"], c["C7"]])
+    top = labels.shape[0] - 4
+    labels[top - 14 * 2 - 10 : top - 14 * 2] = 0  # the C5 body is not segmented
+    out = assign_vertebral_levels(labels, grid)
+    assert [out[top - 5 - 14 * n, 15, 15] for n in (0, 1, 3, 4)] == [c["C3"], c["C4"], c["C6"], c["C7"]]
+
+
+# --- the cordseg training task ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def phantom_manifest(tmp_path_factory):
+    """One coarse synthetic case with its T1_sag and T2_tra series and label maps, as a manifest."""
+    from cspineai.io import write_volume
+    from cspineai.manifest import Case, write_manifest
+    from cspineai.phantom import generate_case
+
+    folder = tmp_path_factory.mktemp("cordseg")
+    cases = []
+    for seed in (5,):
+        case = generate_case(seed, resolution="coarse")
+        paths = {}
+        for series in ("T1_sag", "T2_tra"):
+            paths[series] = write_volume(case.series[series], folder / f"c{seed}_{series}.nii.gz")
+            paths[f"{series}_labels"] = write_volume(case.labels[series], folder / f"c{seed}_{series}_labels.nii.gz")
+        cases.append(Case(case_id=f"c{seed}", fold=seed % 2, paths=paths))
+    return write_manifest(cases, folder / "manifest.csv")
+
+
+def _cordseg_config(manifest, tmp_path) -> dict:
+    from cspineai.training.config import resolve_config
+
+    raw = {
+        "task": "cordseg", "manifest": str(manifest), "output_dir": str(tmp_path / "run"),
+        "data": {"fold": 0, "folds": 2, "batch_size": 4},
+        "optim": {"epochs": 1, "lr": 1e-3},
+        "model": {"network": "sattisunet", "options": {"embed_dim": 8, "depths": [1, 1, 1], "num_heads": [1, 2, 4],
+                                                       "window_size": 4, "skip_width": 16, "skip_heads": 2}},
+        "task_options": {"tile": 64, "val_tile": 64, "samples_per_volume": 2},
+    }
+    return resolve_config(raw)
+
+
+def test_cordseg_task_feeds_working_grid_tiles_with_class_indices(phantom_manifest, tmp_path):
+    from cspineai.manifest import read_manifest
+    from cspineai.training.tasks import get_task
+
+    task = get_task("cordseg")
+    config = _cordseg_config(phantom_manifest, tmp_path)
+    items = task.data_items(read_manifest(phantom_manifest), config)
+    assert len(items) == 2  # two series with labels
+    train = task.transforms(config, train=True)(items[0])
+    assert len(train) == 2 and train[0]["image"].shape == train[0]["label"].shape == (1, 64, 64)
+    assert int(train[0]["label"].max()) < len(SEGMENTATION_CLASSES)
+    val = task.transforms(config, train=False)(items[1])  # the axial series, resampled to sagittal slices
+    assert val["image"].shape == (1, 64, 64)
+    assert (val["label"] == 1).sum() > 20  # the validation tile is centred on the cord
+
+
+def test_cordseg_step_returns_a_loss_and_dice_counts(phantom_manifest, tmp_path):
+    from monai.data import list_data_collate
+
+    from cspineai.manifest import read_manifest
+    from cspineai.training.tasks import get_task
+
+    task = get_task("cordseg")
+    config = _cordseg_config(phantom_manifest, tmp_path)
+    items = task.data_items(read_manifest(phantom_manifest), config)
+    batch = list_data_collate([task.transforms(config, train=False)(item) for item in items])
+    model = task.build_model(config)
+    loss, outputs = task.step(model, batch, config)
+    loss.backward()
+    figures = task.compute_metrics(outputs, config)
+    assert np.isfinite(float(loss.detach())) and set(figures) == {"cord_dice", "csf_dice", "body_dice"}
+    assert 0.0 <= figures["cord_dice"] <= 1.0
+
+
+def test_refuses_a_tightly_cropped_ct_without_air():
+    grid = centred_grid((8, 40, 40), (1.0, 1.0, 1.0), AXIAL)
+    rng = np.random.default_rng(0)
+    soft_tissue_and_fat = rng.choice([-100.0, 40.0, 60.0, 700.0], size=grid.shape, p=[0.3, 0.4, 0.2, 0.1])
+    with pytest.raises(CSpineInputError, match="Hounsfield"):
+        segment_cord(grid.with_array(soft_tissue_and_fat.astype(np.float32), modality=""), MustNotRun(), CONFIG)
+
+
+def test_accepts_the_synthetic_and_real_mri_series(real_t1_dir):
+    from cspineai.io import read_volume
+    from cspineai.segmentation import require_mri
+
+    require_mri(read_volume(real_t1_dir / "t1w.nii.gz"))
+
+
+# --- the shipped model (skipped until one is registered) -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped_model():
+    from cspineai.models.registry import list_models
+    from cspineai.segmentation import DEFAULT_MODEL_ID, load_segmentation_model
+
+    if DEFAULT_MODEL_ID not in {entry.id for entry in list_models()}:
+        pytest.skip(f"no {DEFAULT_MODEL_ID} model registered yet")
+    return load_segmentation_model()
+
+
+@pytest.mark.slow
+def test_shipped_model_segments_the_cord_of_a_generated_case(shipped_model):
+    from cspineai.phantom import generate_case
+
+    network, config = shipped_model
+    case = generate_case(987654, randomize=True)
+    labels = segment_cord(case.series["T2_sag"], network, config)
+    assert dice_scores(labels.array, case.labels["T2_sag"].array, [CORD])[CORD] >= 0.85

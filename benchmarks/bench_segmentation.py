@@ -1,0 +1,207 @@
+"""Cord segmentation: Dice / HD95 of SAttisUNet and its baselines on synthetic test cases and the shared real scan.
+
+For every model given (a training checkpoint or a registry id, labelled ``name=spec``) this runs the full inference of
+:func:`cspineai.segmentation.segment_cord` (working grid, sliding window, resampling back, clean-up) on:
+
+- the MRI series (T1_sag, T2_sag, T2_tra) of the manifest's ``split == test`` cases: Dice and HD95 (mm) of cord, CSF and
+  vertebral bodies (all levels pooled) against the phantom's label maps;
+- the real T1 scan with its manual cord mask (``../shared/data/real/sct_t1w``, never seen in training): cord Dice, HD95;
+- a 320 x 320 x 20 sagittal volume (0.8 x 0.8 x 3 mm): seconds per volume (target under 5 s on 2 CPU cores).
+
+and writes the table to ``docs/results/segmentation.md``.
+
+    .venv/bin/python benchmarks/bench_segmentation.py --model sattisunet=runs/cordseg-sattisunet/checkpoints/best.pt \
+        [--model unet=runs/cordseg-unet/checkpoints/best.pt] --manifest runs/cordseg-data/manifest.csv [--threads 2]
+
+Timings depend on the machine's load (printed with the results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = Path(os.environ.get("CSPINEAI_SHARED_DATA", REPO.parent / "shared" / "data")) / "real" / "sct_t1w"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{cpu}; {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} thread(s){load}"
+
+
+def load(spec: str):
+    """``(network, SegmentationConfig)`` from a checkpoint path or a registry id."""
+    from cspineai.segmentation import load_segmentation_model
+    from cspineai.training.checkpoint import load_checkpoint, model_weights
+    from cspineai.training.config import resolve_config
+    from cspineai.training.tasks import get_task
+
+    if not Path(spec).is_file():
+        return load_segmentation_model(spec)
+    state = load_checkpoint(spec)
+    config = resolve_config(dict(state["config"]), spec)
+    task = get_task("cordseg")
+    network = task.build_model(config)
+    network.load_state_dict(model_weights(state))
+    return network.eval(), task.segmentation_config(config)
+
+
+def score(pred, ref, spacing, values) -> tuple[float, float]:
+    from cspineai.metrics.segmentation import dice_scores, hd95_scores
+
+    p, r = np.isin(pred, values).astype(np.uint8), np.isin(ref, values).astype(np.uint8)
+    return dice_scores(p, r, [1])[1], hd95_scores(p, r, spacing, [1])[1]
+
+
+def synthetic_rows(name, network, config, manifest, max_cases: int = 0) -> list[dict]:
+    from cspineai.io import read_volume
+    from cspineai.manifest import read_manifest
+    from cspineai.segmentation import segment_cord
+    from cspineai.series import BODY_VALUES, CORD, CSF, MRI_SERIES
+
+    rows = []
+    cases = [c for c in read_manifest(manifest) if c.split == "test"]
+    for case in cases[:max_cases] if max_cases else cases:
+        for series in MRI_SERIES:
+            if series not in case.paths or f"{series}_labels" not in case.paths:
+                continue
+            mri = read_volume(case.paths[series], modality=series)
+            ref = read_volume(case.paths[f"{series}_labels"], allow_constant=True).array
+            start = time.perf_counter()
+            try:
+                pred = segment_cord(mri, network, config).array
+            except Exception as error:  # a failed case counts as Dice 0, and is reported
+                print(f"  {name} {case.case_id} {series}: {error}")
+                pred = np.zeros_like(ref)
+            seconds = time.perf_counter() - start
+            row = {"model": name, "data": "synthetic", "case": f"{case.case_id}/{series}", "seconds": seconds}
+            for label, values in (("cord", [CORD]), ("csf", [CSF]), ("bodies", list(BODY_VALUES.values()))):
+                row[f"{label}_dice"], row[f"{label}_hd95"] = score(pred, ref, mri.spacing, values)
+            rows.append(row)
+    return rows
+
+
+def real_row(name, network, config) -> dict | None:
+    from cspineai.io import read_volume
+    from cspineai.segmentation import segment_cord
+    from cspineai.series import CORD
+
+    if not (REAL / "t1w.nii.gz").is_file():
+        return None
+    mri = read_volume(REAL / "t1w.nii.gz", modality="T1_sag")
+    manual = read_volume(REAL / "t1w_seg-manual.nii.gz", allow_constant=True).array
+    start = time.perf_counter()
+    try:
+        pred = segment_cord(mri, network, config).array
+    except Exception as error:
+        print(f"  {name} real scan: {error}")
+        pred = np.zeros_like(manual)
+    seconds = time.perf_counter() - start
+    dice, hd95 = score(pred, manual, mri.spacing, [CORD])
+    return {"model": name, "data": "real T1 (SCT testing data)", "case": "t1w", "seconds": seconds,
+            "cord_dice": dice, "cord_hd95": hd95}
+
+
+def speed(network, config, repeats: int) -> float:
+    """Median seconds of segment_cord on a 320 x 320 x 20 sagittal volume holding a real-looking neck phantom."""
+    from cspineai.errors import CSpineInputError
+    from cspineai.segmentation import segment_cord
+    from cspineai.volume import Volume
+
+    sagittal = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    rng = np.random.default_rng(0)
+    volume = Volume(rng.normal(300, 60, (20, 320, 320)).astype(np.float32), (0.8, 0.8, 3.0), (0, 0, 0), sagittal,
+                    "T2_sag", "speed test")
+
+    def run():
+        try:
+            segment_cord(volume, network, config)
+        except CSpineInputError:
+            pass  # noise holds no cord; the time of the whole pipeline up to that check is what is measured
+
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _mean(rows, key) -> str:
+    values = [r[key] for r in rows if key in r and np.isfinite(r[key])]
+    return f"{np.mean(values):.3f}" if values else "n/a"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", required=True, help="name=checkpoint.pt or name=registry-id")
+    parser.add_argument("--manifest", help="cohort with split=test cases and <series>_labels columns")
+    parser.add_argument("--max-cases", type=int, default=0, help="first N test cases only (0: all)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(REPO / "docs" / "results" / "segmentation.md"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(machine())
+    lines = ["| model | data | volumes | cord Dice | cord HD95 (mm) | CSF Dice | bodies Dice | s / volume |",
+             "|---|---|---|---|---|---|---|---|"]
+    speed_lines = []
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        network, config = load(path or name)
+        groups = []
+        if args.manifest:
+            groups.append(synthetic_rows(name, network, config, args.manifest, args.max_cases))
+        real = real_row(name, network, config)
+        if real:
+            groups.append([real])
+        for rows in groups:
+            if not rows:
+                continue
+            line = (f"| {name} | {rows[0]['data']} | {len(rows)} | {_mean(rows, 'cord_dice')} | "
+                    f"{_mean(rows, 'cord_hd95')} | {_mean(rows, 'csf_dice')} | {_mean(rows, 'bodies_dice')} | "
+                    f"{_mean(rows, 'seconds')} |")
+            print(line)
+            lines.append(line)
+        seconds = speed(network, config, args.repeats)
+        speed_lines.append(f"| {name} | {seconds:.2f} |")
+        print(f"{name}: {seconds:.2f} s for a 320x320x20 sagittal volume")
+
+    from cspineai.atomic import atomic_write_text
+
+    text = "\n".join([
+        "# Cord segmentation results", "",
+        f"Produced by `benchmarks/bench_segmentation.py` on: {machine()}.", "",
+        "Dice and HD95 of the full inference (`cspineai.segmentation.segment_cord`) against the phantom's label maps",
+        "(synthetic test split) and the manual cord mask of the real T1 scan (never seen in training).", "",
+        *lines, "",
+        "| model | seconds for a 320 x 320 x 20 sagittal MRI |", "|---|---|", *speed_lines, "",
+    ])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
