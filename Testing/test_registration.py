@@ -159,7 +159,10 @@ def test_refuses_a_volume_that_is_not_three_dimensional(pair):
 
 
 def test_fpran_without_a_model_names_the_missing_registry_entry(pair, monkeypatch, tmp_path):
-    monkeypatch.setenv("CSPINEAI_USER_MODELS", str(tmp_path))  # an empty user registry; nothing shipped yet
+    from cspineai.models import registry
+
+    monkeypatch.setenv("CSPINEAI_USER_MODELS", str(tmp_path / "user"))  # empty user and shipped registries
+    monkeypatch.setattr(registry, "shipped_dir", lambda: tmp_path / "shipped")
     with pytest.raises(CSpineModelError, match="fpran-registration"):
         register(pair["ct"], pair["mri"], method="fpran")
 
