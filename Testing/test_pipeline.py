@@ -185,7 +185,11 @@ def test_a_missing_series_needed_by_a_chosen_step_is_named_before_any_work(tmp_p
     assert calls == [] and not (tmp_path / "out").exists()
 
 
-def test_a_model_missing_from_the_registry_is_named_before_any_work(tmp_path):
+def test_a_model_missing_from_the_registry_is_named_before_any_work(tmp_path, monkeypatch):
+    from cspineai.models import registry
+
+    monkeypatch.setattr(registry, "shipped_dir", lambda: tmp_path / "no-shipped-models")
+    monkeypatch.setenv("CSPINEAI_USER_MODELS", str(tmp_path / "no-user-models"))
     calls = []
     with pytest.raises(CSpineModelError, match="classifier model 'no-such-model'.*registered: none"):
         run_to_folder({"T1_sag": tmp_path / "t1.nrrd", "CT_bone": tmp_path / "ct.nrrd"}, tmp_path / "out",
@@ -263,15 +267,17 @@ def test_pipeline_steps_match_the_slicer_modules_steps():
 
 def test_default_model_is_the_shipped_model_of_the_roles_task_when_the_default_id_is_absent(tmp_path, monkeypatch):
     from cspineai.models import registry
-    from cspineai.pipeline import default_model_id
+    from cspineai.pipeline import DEFAULT_MODEL_IDS, default_model_id
 
     shipped = tmp_path / "shipped"
     shipped.mkdir()
-    entry = registry.ModelEntry(id="pain-abpdc-t1sag-ctbone", task="pain", version="1.0.0", file="m.pt", sha256="0")
+    entry = registry.ModelEntry(id="pain-other-release", task="pain", version="1.0.0", file="m.pt", sha256="0")
     registry.write_registry(shipped, [entry])
     monkeypatch.setattr(registry, "shipped_dir", lambda: shipped)
-    assert default_model_id("classifier") == "pain-abpdc-t1sag-ctbone"
-    assert default_model_id("segmentation") == "cordseg-sattisunet"  # none shipped: the default id, reported missing
+    monkeypatch.setenv("CSPINEAI_USER_MODELS", str(tmp_path / "no-user-models"))
+    assert default_model_id("classifier") == "pain-other-release"
+    # none shipped: the default id, whose absence is then reported
+    assert default_model_id("segmentation") == DEFAULT_MODEL_IDS["segmentation"]
 
 
 def test_series_are_checked_against_the_registry_entry_before_its_model_is_loaded(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cspineai.io import write_volume
-from cspineai.pipeline import bundled_case
+from cspineai.pipeline import DEFAULT_MODEL_IDS, bundled_case
 from cspineai.progress import parse_progress_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,8 +68,8 @@ def test_run_writes_the_results_folder_and_streams_progress_lines(input_files, t
 def test_run_refuses_a_missing_model_and_a_missing_series_before_any_work(input_files, tmp_path):
     out = tmp_path / "results"
     done = _run(["--ct-bone", input_files["CT_bone"], "--t1-sag", input_files["T1_sag"], "--steps", "predict",
-                 "--out", out], tmp_path)
-    assert done.returncode == 2 and "error:" in done.stderr and "classifier model 'abpdc-pain'" in done.stderr
+                 "--model", "classifier=no-such-classifier", "--out", out], tmp_path)
+    assert done.returncode == 2 and "error:" in done.stderr and "classifier model 'no-such-classifier'" in done.stderr
     assert "[cspineai-progress]" not in done.stdout and not out.exists()
 
     done = _run(["--t1-sag", input_files["T1_sag"], "--steps", "register", "--model", "registration=identity",
@@ -86,13 +86,13 @@ def test_run_rejects_a_malformed_model_option(input_files, tmp_path):
 
 def test_demo_refuses_at_once_naming_the_shipped_models_that_are_missing(tmp_path, monkeypatch, capsys):
     from cspineai.cli import main
+    from cspineai.models import registry
 
     monkeypatch.setenv("CSPINEAI_USER_MODELS", str(tmp_path / "user-models"))
-    monkeypatch.setattr("cspineai.pipeline.DEFAULT_MODEL_IDS", {"registration": "fpran-registration",
-                                                                "classifier": "not-shipped-yet",
-                                                                "segmentation": "cordseg-sattisunet"})
+    monkeypatch.setattr(registry, "shipped_dir", lambda: tmp_path / "no-shipped-models")
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
-    assert "classifier model 'not-shipped-yet'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert all(f"model '{model_id}'" in err for model_id in DEFAULT_MODEL_IDS.values())
     assert not (tmp_path / "demo").exists()
 
 

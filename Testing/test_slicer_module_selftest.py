@@ -178,9 +178,11 @@ def test_loading_an_unreadable_file_names_it(context, tmp_path):
 
 def test_pipeline_self_test_reports_unavailable_while_the_shipped_models_are_missing(context, tmp_path, monkeypatch):
     from cspineai import pipeline
+    from cspineai.models import registry
 
-    monkeypatch.setitem(pipeline.DEFAULT_MODEL_IDS, "classifier", "no-such-classifier")
-    with pytest.raises(selftest.SelfTestUnavailable, match="no-such-classifier"):
+    monkeypatch.setattr(registry, "shipped_dir", lambda: tmp_path / "no-shipped-models")
+    monkeypatch.setenv("CSPINEAI_USER_MODELS", str(tmp_path / "no-user-models"))
+    with pytest.raises(selftest.SelfTestUnavailable, match=pipeline.DEFAULT_MODEL_IDS["classifier"]):
         selftest.run_pipeline_self_test(context, tmp_path)
     assert not (tmp_path / "cspineai-selftest-results").exists()
 

@@ -14,7 +14,8 @@ import sys
 from .errors import CSpineCancelled, CSpineError
 
 #: Subcommands, in the order ``--help`` lists them (module names in ``cspineai.commands``).
-COMMANDS = ["demo", "run", "info", "convert", "train", "evaluate", "export", "measure", "phantom", "predict"]
+COMMANDS = ["demo", "run", "info", "convert", "train", "evaluate", "export", "measure", "phantom", "predict",
+            "register"]
 
 
 def build_parser() -> argparse.ArgumentParser:

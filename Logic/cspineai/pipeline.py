@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import prediction, registration, segmentation
 from .errors import CSpineInputError, CSpineModelError
 from .progress import CancelToken, ProgressCallback, no_progress
 from .series import SERIES
@@ -46,9 +47,9 @@ MODEL_ROLES = ("registration", "classifier", "segmentation")
 STEP_ROLES = {"register": "registration", "predict": "classifier", "saliency": "classifier", "segment": "segmentation"}
 #: Registry ids of the shipped models, used when no model is chosen for a role.
 DEFAULT_MODEL_IDS = {
-    "registration": "fpran-registration",
-    "classifier": "abpdc-pain",
-    "segmentation": "cordseg-sattisunet",
+    "registration": registration.DEFAULT_MODEL_ID,
+    "classifier": prediction.DEFAULT_MODEL_ID,
+    "segmentation": segmentation.DEFAULT_MODEL_ID,
 }
 #: Registry ``task`` of each role's models (used when the default id is not registered, see :func:`default_model_id`).
 ROLE_TASKS = {"registration": "registration", "classifier": "pain", "segmentation": "cordseg"}

@@ -16,6 +16,9 @@ import numpy as np
 from .preprocess import PreparedSeries, grid_for_size, prepare_case
 from .volume import Volume
 
+#: Registry id of the shipped neck-pain classifier (T1_sag + CT_bone, ABPDC).
+DEFAULT_MODEL_ID = "pain-abpdc-t1sag-ctbone"
+
 #: Class index of "pain" in the classifier's two outputs (0: no pain / relief, 1: pain).
 PAIN_CLASS = 1
 

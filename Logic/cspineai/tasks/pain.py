@@ -1,0 +1,295 @@
+"""``pain``: train the two-branch postoperative neck-pain classifier of paper 000 (methods.md sections 2 and 8).
+
+Data: for every case of the manifest, the two series of the configured pair (``task_options.series``, default
+``T1_sag`` + ``CT_bone``, the paper's best) and the binary ``label``. Each series goes through *exactly* the
+preprocessing of inference (:func:`cspineai.preprocess.prepare_series`: its own acquisition geometry in canonical
+order, resampled onto a fixed working grid per modality, intensities normalised per modality, CT windows as the
+series' name says), so what the network sees in training is what :func:`cspineai.prediction.predict_pain` feeds it.
+The working sizes are ``task_options.sagittal_size`` / ``axial_size`` ``(D, H, W)``; the defaults are the working
+grids of :mod:`cspineai.preprocess`, smaller ones (the reduced CPU protocol) keep the same field of view with a
+coarser spacing (:func:`cspineai.preprocess.grid_for_size`). The model stores its sizes, so a model trained on a
+reduced grid is always fed that grid.
+
+Augmentation (training only; the deterministic preprocessing comes first so that the engine's caches hold it):
+
+- intensity jitter per series: random scale and shift of the normalised intensities, a gamma change, Gaussian noise;
+- a left/right mirror of the *whole case* (both series together, each along its own LR axis, one coin per case);
+- with ``affine_prob`` > 0, a small in-plane rotation, translation (mm) and scaling per series (the two series are
+  separate acquisitions, positioned independently); never a tilt through the thick slices.
+  Anterior/posterior and superior/inferior flips are never used: the order of levels and of body, canal and posterior
+  elements is anatomy the network must learn, and no patient has it reversed.
+
+Step: cross-entropy on the two logits (no pain, pain); score = softmax probability of pain.
+Figures: accuracy, F1, sensitivity, specificity at a Youden threshold chosen on validation data (re-used, never
+re-chosen, on test data: ``cspineai evaluate`` passes the validation figures back as ``fitted``), AUC with its DeLong
+95% CI; AUC drives early stopping and ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.transforms import Transform
+from torch import nn
+
+from ..training.tasks import Task, register_task
+
+#: Keys of the config's ``model:`` section that go to :func:`cspineai.nn.classifier.build_classifier` unchanged.
+MODEL_KEYS = ("backbone", "variant", "widths", "kernel_size", "theta", "norm", "dropout")
+
+
+def pair_of(config: dict) -> tuple[str, str]:
+    """(axial, sagittal) series of a training configuration, checked (one axial and one sagittal series)."""
+    from ..nn.classifier import order_pair
+
+    return order_pair(config["task_options"]["series"])
+
+
+def input_sizes(config: dict) -> dict[str, list[int]]:
+    """Working size ``(D, H, W)`` of each series of the pair, from ``task_options.axial_size`` / ``sagittal_size``."""
+    axial, sagittal = pair_of(config)
+    options = config["task_options"]
+    return {axial: [int(n) for n in options["axial_size"]], sagittal: [int(n) for n in options["sagittal_size"]]}
+
+
+def classifier_config(config: dict) -> dict:
+    """The :func:`~cspineai.nn.classifier.build_classifier` configuration of a training configuration."""
+    model = {k: config["model"][k] for k in MODEL_KEYS}
+    return {**model, "series": list(pair_of(config)), "num_classes": 2, "input_sizes": input_sizes(config)}
+
+
+class LoadPairedSeriesd(Transform):
+    """Read the pair's series and put each on its working grid (:func:`cspineai.preprocess.prepare_series`).
+
+    Output: one float32 array ``(1, D, H, W)`` in [0, 1] per series name. Deterministic, so cacheable; the item's
+    ``grid`` string (working sizes) makes a disk cache of another working size a different cache entry.
+    A MONAI ``Transform`` on purpose: MONAI's caching datasets stop caching at the first callable that is not one
+    (they cannot tell it is deterministic), which would re-read and resample every case at every epoch.
+    """
+
+    def __init__(self, sizes: dict[str, list[int]]):
+        from ..preprocess import grid_for_size
+
+        self.grids = {name: grid_for_size(name, size) for name, size in sizes.items()}
+
+    def __call__(self, item: dict) -> dict:
+        from ..errors import CSpineInputError
+        from ..io import read_volume
+        from ..preprocess import prepare_series
+
+        out = dict(item)
+        for name, grid in self.grids.items():
+            try:
+                volume = read_volume(item[name])
+            except CSpineInputError as error:
+                raise CSpineInputError(f"case {item['case_id']}, {name} series", error.problem) from None
+            out[name] = prepare_series(volume, name, grid).tensor.numpy()
+        return out
+
+
+def lr_axis(series: str) -> int:
+    """Spatial axis (0 = D, 1 = H, 2 = W of a channel-first tensor) that runs left/right on a series' working grid."""
+    from ..geometry import CANONICAL_ORIENTATION
+    from ..series import SERIES_PLANE
+
+    code = CANONICAL_ORIENTATION[SERIES_PLANE[series]]  # letters for i, j, k; tensor axes are (k, j, i)
+    position = next(n for n, letter in enumerate(code) if letter in "LR")
+    return 2 - position
+
+
+def _affine(series: str, size, options: dict):
+    """Small in-plane rotation, translation and scaling of one series on its working grid (patient positioning).
+
+    Rotation only about the slice axis D: the slices are thick, so a tilt through them would invent data.
+    Translations are given in mm and converted to working voxels of this series.
+    """
+    from monai import transforms as mt
+
+    from ..preprocess import grid_for_size
+
+    spacing = grid_for_size(series, size).spacing  # (i, j, k) mm; tensor axes are (k, j, i)
+    shift = float(options["translate_mm"])
+    return mt.RandAffined(
+        keys=series, prob=float(options["affine_prob"]), rotate_range=(np.deg2rad(options["rotate_deg"]), 0.0, 0.0),
+        translate_range=(0.0, shift / spacing[1], shift / spacing[0]),
+        scale_range=(0.0, options["scale"], options["scale"]), mode="bilinear", padding_mode="border",
+    )
+
+
+def _mirror_transform():
+    from monai.transforms import MapTransform, RandomizableTransform
+
+    class RandMirrorCased(RandomizableTransform, MapTransform):
+        """Mirror a whole case left/right with probability ``prob``: every key along its own LR axis, one draw.
+
+        ``axes``: key -> spatial axis (of ``(C, D, H, W)`` arrays) that runs left/right (:func:`lr_axis`).
+        """
+
+        def __init__(self, axes: dict[str, int], prob: float = 0.5):
+            RandomizableTransform.__init__(self, prob)
+            MapTransform.__init__(self, list(axes))
+            self.axes = dict(axes)
+
+        def __call__(self, data: dict) -> dict:
+            self.randomize(None)
+            if not self._do_transform:
+                return data
+            out = dict(data)
+            for key, axis in self.axes.items():
+                out[key] = np.ascontiguousarray(np.flip(np.asarray(data[key]), axis=axis + 1))
+            return out
+
+    return RandMirrorCased
+
+
+class PainTask(Task):
+    name = "pain"
+    # The series are checked per configured pair in data_items (a site may only have the T2 pair).
+    required_columns = ("label",)
+    model_defaults = {
+        "backbone": "abpdc",
+        "variant": "abpdc",
+        "widths": [16, 32, 64, 128],
+        "kernel_size": 3,
+        "theta": 0.7,
+        "norm": "batch",
+        "dropout": 0.0,
+    }
+    options_defaults = {
+        "series": ["T1_sag", "CT_bone"],
+        "sagittal_size": [16, 128, 128],
+        "axial_size": [32, 96, 96],
+        "augment": True,
+        "mirror_prob": 0.5,
+        "intensity_jitter": 0.1,
+        "noise_std": 0.02,
+        "affine_prob": 0.0,
+        "rotate_deg": 6.0,
+        "translate_mm": 6.0,
+        "scale": 0.06,
+    }
+    monitor, monitor_mode = "auc", "max"
+
+    def build_model(self, config: dict) -> nn.Module:
+        from ..nn.classifier import build_classifier
+
+        return build_classifier(classifier_config(config))
+
+    def data_items(self, cases, config: dict) -> list[dict]:
+        from ..errors import CSpineInputError
+
+        sizes = input_sizes(config)
+        grid = ";".join(f"{name}={'x'.join(map(str, size))}" for name, size in sizes.items())
+        items = []
+        for case in cases:
+            if case.label not in (0, 1):
+                raise CSpineInputError(f"case {case.case_id}", f"label must be 0 or 1, not {case.label!r}")
+            item = {"label": int(case.label), "case_id": case.case_id, "grid": grid}
+            for name in sizes:
+                item[name] = str(case.path(name))  # names the case and the missing series
+            items.append(item)
+        return items
+
+    def transforms(self, config: dict, train: bool):
+        from monai import transforms as mt
+
+        options = config["task_options"]
+        sizes = input_sizes(config)
+        names = list(sizes)
+        steps = [LoadPairedSeriesd(sizes)]
+        if train and options["augment"]:
+            jitter = float(options["intensity_jitter"])
+            steps.append(_mirror_transform()({name: lr_axis(name) for name in names}, prob=options["mirror_prob"]))
+            for name in names:  # independent draws per series: two acquisitions, unrelated positioning and scanners
+                if options["affine_prob"] > 0:
+                    steps.append(_affine(name, sizes[name], options))
+                steps += [
+                    mt.RandScaleIntensityd(keys=name, factors=jitter, prob=0.5),
+                    mt.RandShiftIntensityd(keys=name, offsets=jitter / 2.0, prob=0.5),
+                    mt.RandAdjustContrastd(keys=name, gamma=(1.0 - 2 * jitter, 1.0 + 2 * jitter), prob=0.3),
+                    mt.RandGaussianNoised(keys=name, std=float(options["noise_std"]), prob=0.3),
+                ]
+        steps.append(mt.EnsureTyped(keys=(*names, "label"), track_meta=False))
+        return mt.Compose(steps)
+
+    def step(self, model, batch: dict, config: dict):
+        names = input_sizes(config)
+        logits = model({name: batch[name].float() for name in names})
+        label = batch["label"].long()
+        loss = nn.functional.cross_entropy(logits.float(), label)
+        score = torch.softmax(logits.detach().float(), dim=1)[:, 1]
+        return loss, {"score": score, "label": label.detach(), "case_id": list(batch["case_id"])}
+
+    def compute_metrics(self, outputs: dict, config: dict, fitted: dict | None = None) -> dict[str, float]:
+        return score_figures(outputs["label"].numpy().astype(int), outputs["score"].numpy(), fitted)
+
+    def case_rows(self, outputs: dict, config: dict) -> list[dict]:
+        return [{"case_id": c, "label": int(y), "probability": round(float(s), 6)}
+                for c, y, s in zip(outputs["case_id"], outputs["label"], outputs["score"], strict=True)]
+
+
+def score_figures(y: np.ndarray, score: np.ndarray, fitted: dict | None = None) -> dict[str, float]:
+    """Accuracy, F1, sensitivity, specificity at the threshold, AUC with DeLong 95% CI, and the threshold.
+
+    The threshold is ``fitted["threshold"]`` when given (chosen on validation data), else Youden's on ``(y, score)``
+    (0.5 when only one class is present, where Youden's index is undefined).
+    """
+    from ..metrics.classification import binary_report, youden_threshold
+
+    y = np.asarray(y).astype(int)
+    score = np.asarray(score, dtype=float)
+    if fitted is not None and "threshold" in fitted:
+        threshold = float(fitted["threshold"])
+    elif 0 < y.sum() < y.size:
+        threshold = float(youden_threshold(y, score))
+    else:
+        threshold = 0.5
+    report = binary_report(y, score, threshold)
+    keys = ("accuracy", "f1", "auc", "auc_low", "auc_high", "sensitivity", "specificity", "threshold")
+    return {k: float(report[k]) for k in keys}
+
+
+register_task(PainTask())
+
+
+def write_tiny_cohort(folder, n_cases: int = 8, seed: int = 0, folds: int = 2, test_cases: int = 0):
+    """Write a tiny two-series cohort (seconds, not the phantom's minutes) and its ``manifest.csv``; return the path.
+
+    For unit tests and smoke runs of the training and ablation drivers, not for measuring anything. Each case has a
+    sagittal ``T1_sag`` (``[k, j, i]`` = 6 x 24 x 24, 6 x 6 x 4 mm voxels as scanners write sagittal series: i towards
+    P, j towards I, k towards L) and an axial ``CT_bone`` (8 x 24 x 24 at 6 x 6 x 18 mm, HU), noise around a
+    body-like value; label 1 cases carry a bright block in both (hyperintense on T1, 1500 HU on CT), so a network can
+    learn the label within a few steps. Labels alternate; the last ``test_cases`` cases get ``split = test``.
+    """
+    from pathlib import Path
+
+    from ..io import write_volume
+    from ..manifest import Case, write_manifest
+    from ..volume import Volume
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    sagittal = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    cases = []
+    for n in range(n_cases):
+        label = n % 2
+        t1 = rng.normal(300.0, 30.0, size=(6, 24, 24)).astype(np.float32)
+        ct = rng.normal(40.0, 20.0, size=(8, 24, 24)).astype(np.float32)
+        if label:
+            t1[1:5, 8:16, 8:16] += 600.0
+            ct[2:6, 8:16, 8:16] = 1500.0
+        case_dir = folder / f"tiny{n:03d}"
+        paths = {
+            "T1_sag": write_volume(Volume(t1, (6.0, 6.0, 4.0), (-10.0, -60.0, 80.0), sagittal, "T1_sag"),
+                                   case_dir / "T1_sag.nii.gz"),
+            "CT_bone": write_volume(Volume(ct, (6.0, 6.0, 18.0), (-70.0, -70.0, -60.0), np.eye(3), "CT_bone"),
+                                    case_dir / "CT_bone.nii.gz"),
+        }
+        test = n >= n_cases - test_cases
+        cases.append(Case(case_id=f"tiny{n:03d}", label=label, fold=None if test else (n // 2) % folds,
+                          split="test" if test else "train", paths=paths))
+    return write_manifest(cases, folder / "manifest.csv")
+
+
+__all__ = ["LoadPairedSeriesd", "PainTask", "classifier_config", "input_sizes", "lr_axis", "pair_of", "score_figures",
+           "write_tiny_cohort"]
