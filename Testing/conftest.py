@@ -14,13 +14,11 @@ REAL_T1 = SHARED_DATA / "real" / "sct_t1w"
 
 
 def pytest_configure(config):
-    # Two cores in CI: keep torch from oversubscribing them when pytest runs tests one after another.
-    try:
-        import torch
+    # One torch thread for the whole suite: its networks are tiny, and on a 2-core machine a second OpenMP thread mostly
+    # spin-waits (measured 5-10x slower training steps when other processes share the cores).
+    import torch
 
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
-    except ImportError:
-        pass
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

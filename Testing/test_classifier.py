@@ -14,15 +14,6 @@ from cspineai.preprocess import WORKING_GRIDS
 TINY = {"widths": [4, 8, 8, 8]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: on a shared two-core machine a second thread costs more in synchronisation than it gives."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def inputs_for(model, sizes=None, batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     sizes = sizes or model.config["input_sizes"]

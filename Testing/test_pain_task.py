@@ -22,16 +22,6 @@ SHIPPED_ID = "pain-abpdc-t1sag-ctbone"
 TINY = ["task_options.sagittal_size=[8,32,32]", "task_options.axial_size=[8,32,32]", "model.widths=[4,8,8,8]"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # On a 2-core machine shared with other jobs, two torch threads are several times slower than one (OpenMP threads
-    # waiting for each other); these tests run tiny networks where one thread is plenty.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_manifest(tmp_path_factory) -> Path:
     return write_tiny_cohort(tmp_path_factory.mktemp("tiny"), n_cases=8, test_cases=2)

@@ -17,14 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 THRESHOLD = 0.42
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks; two threads only wait for each other on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     return write_tiny_cohort(tmp_path_factory.mktemp("cohort"), n_cases=4, test_cases=2)

@@ -15,15 +15,6 @@ SAGITTAL = np.array([[0, 0, 1], [1, 0, 0], [0, -1, 0]], dtype=float)
 SIZES = {"CT_bone": [8, 24, 24], "T1_sag": [4, 32, 32]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: on a shared two-core machine a second thread costs more in synchronisation than it gives."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def model():
     torch.manual_seed(0)

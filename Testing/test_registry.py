@@ -19,16 +19,6 @@ from cspineai.training.main import evaluate_main, export_main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # The toy network is far too small to gain from threads, and on a shared 2-core machine a second OpenMP thread
-    # spin-waits against other processes (measured: 10 instead of 150 samples/s under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(best checkpoint, manifest) of a two-epoch toy run with EMA."""

@@ -109,7 +109,6 @@ def test_plain_skip_ablation_has_no_attention_module():
 def test_a_few_steps_on_a_toy_segmentation_problem_reduce_the_loss():
     from monai.losses import DiceCELoss
 
-    torch.set_num_threads(1)
     # Bright discs on noise: the label is the disc.
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     centres = torch.tensor([[10.0, 12.0], [20.0, 18.0], [16.0, 9.0], [12.0, 22.0]])

@@ -28,16 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 TOY_CONFIG = REPO / "Training" / "configs" / "toy.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # The toy network is far too small to gain from threads, and on a shared 2-core machine a second OpenMP thread
-    # spin-waits against other processes (measured: 10 instead of 150 samples/s under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     return write_toy_cohort(tmp_path_factory.mktemp("toy") / "cohort", n_cases=12, shape=(6, 12, 12))

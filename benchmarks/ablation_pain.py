@@ -34,11 +34,12 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
+
+from cspineai.environment import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 try:
@@ -314,17 +315,6 @@ def render(args, command: str, cases, reference: dict, table: dict, protocols: l
     lines += verdicts or ["- No pair has both an ABPDC and a CDC result yet."]
     lines.append("")
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            return names[0]
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def parse_pairs(text: str):

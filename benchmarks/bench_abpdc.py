@@ -14,25 +14,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import platform
 import statistics
 import time
 
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return (f"{cpu}; {os.cpu_count()} logical CPUs, torch {torch.__version__} using {torch.get_num_threads()} "
-            f"thread(s){load}; Python {platform.python_version()}")
+from cspineai.environment import machine_summary
 
 
 def median_time(fn, repeats: int) -> float:
@@ -101,7 +86,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print("machine:", machine())
+    print("machine:", machine_summary())
     bench_layers(args.repeats)
     bench_classifier(args.repeats)
 

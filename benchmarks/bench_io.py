@@ -13,14 +13,14 @@ indicative: run it alone to compare machines.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from cspineai.environment import machine_summary
 
 REPO = Path(__file__).resolve().parents[1]
 try:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     volume = ct_like_volume(tuple(args.size))
     megabytes = volume.array.nbytes / 2**20
-    print(f"machine: {platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPU(s)")
+    print(f"machine: {machine_summary()}")
     print(
         f"volume: {args.size[0]} x {args.size[1]} x {args.size[2]} int16 ({megabytes:.0f} MB), {args.repeats} repeats"
     )

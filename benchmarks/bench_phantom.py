@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
+
+from cspineai.environment import machine_summary
 
 
 def main() -> None:
@@ -29,8 +30,7 @@ def main() -> None:
     from cspineai.phantom import generate_case, generate_cohort
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine: {platform.processor() or platform.machine()}, {cpus} usable CPU(s), "
-          f"load average {os.getloadavg()[0]:.2f}, python {platform.python_version()}")
+    print(f"machine: {machine_summary()}; {cpus} CPU(s) usable by this process")
     generate_case(1000, resolution="coarse", threads=1)  # warm-up: imports, caches
     for seed in range(args.cases):
         wall, cpu = time.perf_counter(), time.process_time()

@@ -17,12 +17,13 @@ everything before it. Timings depend on the machine's load (printed with the res
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from cspineai.environment import machine_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,19 +32,6 @@ def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, MB (Linux reports KB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024.0 / (1024.0 if sys.platform == "darwin" else 1.0)
-
-
-def machine(threads: int) -> str:
-    import os
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} CPUs visible, torch threads {threads}, load average {load:.1f}"
 
 
 def untrained_models(case):
@@ -108,7 +96,7 @@ def main() -> int:
     written = time.perf_counter()
     memory["write"] = peak_rss_mb()
 
-    print(f"machine: {machine(args.threads)}")
+    print(f"machine: {machine_summary()}")
     print(f"models: {'untrained + oracle segmenter' if args.untrained else 'shipped'}; device {result.device}")
     print(f"set-up: imports {imported - start:.1f} s, phantom {generated - imported:.1f} s, peak {setup_mb:.0f} MB")
     print(f"{'step':<10}{'seconds':>9}{'peak MB':>10}")

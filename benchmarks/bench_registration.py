@@ -23,12 +23,13 @@ and writes the Markdown table (command, machine, cohort, n) to ``docs/results/re
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from cspineai.environment import machine_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,18 +95,6 @@ def table(summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def machine(threads: int) -> str:
-    import os
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores visible, torch/ITK threads {threads}, load average {load} (1/5/15 min)"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", default=str(REPO / "data" / "regcohort" / "registration.csv"))
@@ -154,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
 Produced by `{command}` ({time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, {time.time() - start:.0f} s in all).
 
-- Machine: {machine(args.threads)}. The machine was shared with other jobs: timings are indicative.
+- Machine: {machine_summary()}. The machine was shared with other jobs: timings are indicative.
 - Cohort: `{args.manifest}` (`cspineai phantom --n 80 --seed 77 --resolution coarse`, the fixed generator: CT and
   MRI in one patient frame), `split == {args.split}`: n = {len(cases)} pairs never seen in training
   ({cases[0].case_id} .. {cases[-1].case_id}). Moving: axial `CT_bone` (1 x 1 x 3 mm); fixed: sagittal `T1_sag`

@@ -22,29 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return (f"{cpu}; {os.cpu_count()} logical CPUs{gpu}, torch {torch.__version__} using {torch.get_num_threads()} "
-            f"thread(s){load}; Python {platform.python_version()}")
+from cspineai.environment import machine_summary
 
 
 def load_classifier(spec: str, device: str = "cpu"):
@@ -211,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"case": case_id, **row})
         print(f"{case_id}: label {label}, p(pain) {row['probability']:.2f}", flush=True)
     source = f"manifest {args.manifest} (test split)" if args.manifest else f"phantom seeds {args.seed}.."
-    print(f"\nmachine: {machine()}")
+    print(f"\nmachine: {machine_summary()}")
     print(f"model: {args.model}; series {', '.join(names)}; {len(rows)} cases from {source}, "
           f"{sum(r['label'] for r in rows)} positive")
     print(f"pointing game: margin {args.margin_mm:g} mm, positive cases with a causal region in the series; deletion: "

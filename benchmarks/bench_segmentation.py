@@ -20,29 +20,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
+from cspineai.environment import machine_summary
+
 REPO = Path(__file__).resolve().parents[1]
 REAL = Path(os.environ.get("CSPINEAI_SHARED_DATA", REPO.parent / "shared" / "data")) / "real" / "sct_t1w"
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return f"{cpu}; {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} thread(s){load}"
 
 
 def load(spec: str):
@@ -162,7 +149,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(machine())
+    print(machine_summary())
     lines = ["| model | data | volumes | cord Dice | cord HD95 (mm) | CSF Dice | bodies Dice | s / volume |",
              "|---|---|---|---|---|---|---|---|"]
     speed_lines = []
@@ -191,7 +178,7 @@ def main(argv=None) -> int:
 
     text = "\n".join([
         "# Cord segmentation results", "",
-        f"Produced by `benchmarks/bench_segmentation.py` on: {machine()}.", "",
+        f"Produced by `benchmarks/bench_segmentation.py` on: {machine_summary()}.", "",
         "Dice and HD95 of the full inference (`cspineai.segmentation.segment_cord`) against the phantom's label maps",
         "(synthetic test split) and the manual cord mask of the real T1 scan (never seen in training).", "",
         *lines, "",

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
 from pathlib import Path
+
+from cspineai.environment import machine_summary
 
 REPO = Path(__file__).resolve().parents[1]
 try:
@@ -53,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                       "log.tensorboard=false", "log.every_steps=1000000"]
         config = load_config(args.config, overrides)
         device = pick_device(config["device"])
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
-              f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {device}"
-              + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+        print(f"machine: {machine_summary()}; device {device}")
         print(f"task {config['task']}: batch {config['data']['batch_size']}, workers {config['data']['num_workers']}, "
               f"cache {config['data']['cache']}, amp {config['optim']['amp']}")
         with open(os.devnull, "w") as quiet:
