@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from monai.transforms import Transform
 
 from ..series import MRI_SERIES, SEGMENTATION_CLASSES
 from ..training.tasks import Task, register_task
@@ -33,11 +34,12 @@ def class_index_lut() -> np.ndarray:
     return lut
 
 
-class LoadWorkingGridd:
+class LoadWorkingGridd(Transform):
     """Read ``image`` and ``label`` files and put both on the inference working grid.
 
     Output: ``image`` ``(1, K, J, I)`` float32 in [0, 1], ``label`` ``(1, K, J, I)`` uint8 class indices (K = LR
-    slices). Deterministic, so cacheable.
+    slices). Deterministic, so cacheable: a MONAI ``Transform`` on purpose, because MONAI's caching datasets stop
+    caching at the first callable that is not one, which would re-read and resample every case at every epoch.
     """
 
     def __init__(self, config):
