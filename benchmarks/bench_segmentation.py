@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -178,7 +180,8 @@ def main(argv=None) -> int:
 
     text = "\n".join([
         "# Cord segmentation results", "",
-        f"Produced by `benchmarks/bench_segmentation.py` on: {machine_summary()}.", "",
+        f"Produced by `python benchmarks/bench_segmentation.py {shlex.join(sys.argv[1:])}`", "",
+        f"on: {machine_summary()}.", "",
         "Dice and HD95 of the full inference (`cspineai.segmentation.segment_cord`) against the phantom's label maps",
         "(synthetic test split) and the manual cord mask of the real T1 scan (never seen in training).", "",
         *lines, "",

@@ -39,7 +39,7 @@ from .volume import Volume
 WORKING_DIRECTION = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 #: Registry id of the shipped cord segmentation model.
-DEFAULT_MODEL_ID = "cordseg-sattisunet"
+DEFAULT_MODEL_ID = "cordseg-unet"  # the shipped model (see its card in cspineai/models)
 
 # A CT shows air at about -1000 HU around the neck and in the airway, and fat at about -100 HU even when cropped
 # tightly; MRI magnitudes are never far below zero.
