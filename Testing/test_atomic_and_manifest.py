@@ -15,38 +15,38 @@ from cspineai.manifest import Case, read_manifest, write_manifest
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
     with pytest.raises(ZeroDivisionError), atomic_path(tmp_path / "out.nii.gz") as tmp:
         assert tmp.name.endswith(".nii.gz")
-        tmp.write_text("half")
+        tmp.write_text("half", encoding="utf-8")
         raise ZeroDivisionError
     assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_write_replaces_the_old_file_whole(tmp_path):
     target = tmp_path / "report.json"
-    target.write_text("old")
+    target.write_text("old", encoding="utf-8")
     atomic_write_text(target, "new")
-    assert target.read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+    assert target.read_text(encoding="utf-8") == "new" and len(list(tmp_path.iterdir())) == 1
 
 
 def test_atomic_directory_appears_complete_or_not_at_all(tmp_path):
     out = tmp_path / "results"
     with pytest.raises(RuntimeError), atomic_directory(out) as tmp:
-        (tmp / "a.txt").write_text("a")
+        (tmp / "a.txt").write_text("a", encoding="utf-8")
         raise RuntimeError("cancelled half way")
     assert not out.exists() and list(tmp_path.iterdir()) == []
     with atomic_directory(out) as tmp:
-        (tmp / "a.txt").write_text("a")
-    assert (out / "a.txt").read_text() == "a"
+        (tmp / "a.txt").write_text("a", encoding="utf-8")
+    assert (out / "a.txt").read_text(encoding="utf-8") == "a"
 
 
 def test_atomic_directory_refuses_to_replace_existing_results_unless_asked(tmp_path):
     out = tmp_path / "results"
     out.mkdir()
-    (out / "mine.txt").write_text("keep")
+    (out / "mine.txt").write_text("keep", encoding="utf-8")
     with pytest.raises(CSpineInputError, match="already exists"), atomic_directory(out):
         pass
-    assert (out / "mine.txt").read_text() == "keep"
+    assert (out / "mine.txt").read_text(encoding="utf-8") == "keep"
     with atomic_directory(out, overwrite=True) as tmp:
-        (tmp / "new.txt").write_text("new")
+        (tmp / "new.txt").write_text("new", encoding="utf-8")
     assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
 
 
@@ -55,7 +55,7 @@ def make_manifest(tmp_path, rows: str):
     (tmp_path / "c1" / "T1_sag.nii.gz").write_bytes(b"x")
     (tmp_path / "c1" / "CT_bone.nii.gz").write_bytes(b"x")
     path = tmp_path / "manifest.csv"
-    path.write_text(rows)
+    path.write_text(rows, encoding="utf-8")
     return path
 
 
@@ -110,7 +110,7 @@ def test_outputs_get_ordinary_permissions_not_private_temp_ones(tmp_path):
     try:
         file = atomic_write_text(tmp_path / "a.txt", "x")
         with atomic_directory(tmp_path / "d") as tmp:
-            (tmp / "b.txt").write_text("y")
+            (tmp / "b.txt").write_text("y", encoding="utf-8")
     finally:
         os.umask(mask)
     assert stat.S_IMODE(file.stat().st_mode) == 0o644

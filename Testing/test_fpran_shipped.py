@@ -81,6 +81,6 @@ def test_register_command_with_the_shipped_model_writes_a_transform_that_aligns_
     mapped = np.array([transform.TransformPoint(tuple(p)) for p in mri_points])
     before = landmark_errors(mri_points, ct_points).mean()
     after = landmark_errors(mapped, ct_points).mean()
-    quality = json.loads((out / "quality.json").read_text())
+    quality = json.loads((out / "quality.json").read_text(encoding="utf-8"))
     assert quality["method"] == "fpran" and quality["folding_percent"] < 0.5
     assert after <= 0.3 * before, (before, after)

@@ -278,10 +278,10 @@ def test_outputs_are_a_csv_per_slice_a_csv_per_level_and_a_png(tmp_path):
     fraction = cylinder_fraction(shape, spacing, (4.5, 3.5), supersample=2)
     labels = Volume(level_map(shape), spacing, (0.0, 0.0, 0.0), np.eye(3))
     written = write_outputs(measure_cord(cord_volume(fraction, spacing), levels=labels), tmp_path / "out")
-    slices = written["slices"].read_text().splitlines()
+    slices = written["slices"].read_text(encoding="utf-8").splitlines()
     assert slices[0].split(",") == list(SLICE_COLUMNS)
     assert len(slices) == 1 + 30
-    assert written["levels"].read_text().splitlines()[0].split(",") == list(LEVEL_COLUMNS)
+    assert written["levels"].read_text(encoding="utf-8").splitlines()[0].split(",") == list(LEVEL_COLUMNS)
     assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in written.values())
 
@@ -335,7 +335,7 @@ def test_measure_command_writes_csv_and_png_from_mask_files(tmp_path, capsys):
     ]
     printed = capsys.readouterr().out
     assert "30 slices" in printed and "C4" in printed and "SAC/CSA" in printed
-    levels = (out / "morphometry_levels.csv").read_text().splitlines()
+    levels = (out / "morphometry_levels.csv").read_text(encoding="utf-8").splitlines()
     assert [line.split(",")[0] for line in levels[1:]] == ["C3", "C4", "C5"]
 
 

@@ -273,7 +273,7 @@ def test_cohort_writes_a_manifest_that_reads_back_with_folds_and_split(tmp_path)
     assert sum(case.split == "test" for case in cases) == 1
     assert {case.fold for case in cases} <= set(range(5))
     assert all(case.fields["age"] for case in cases)
-    clinical = json.loads(cases[0].path("clinical").read_text())
+    clinical = json.loads(cases[0].path("clinical").read_text(encoding="utf-8"))
     assert clinical["label"] == cases[0].label and "findings" in clinical
 
 

@@ -97,7 +97,7 @@ def test_displacement_file_holds_the_registration_field_in_lps_on_the_mri_grid(f
 @pytest.mark.slow
 def test_morphometry_csvs_and_plot_are_written_with_units(finished):
     _, written, _ = finished
-    header = written["morphometry slices"].read_text().splitlines()[0].split(",")
+    header = written["morphometry slices"].read_text(encoding="utf-8").splitlines()[0].split(",")
     assert {"csa_mm2", "level", "distance_from_top_mm"} <= set(header)
     assert written["morphometry plot"].stat().st_size > 0 and written["morphometry levels"].is_file()
 
@@ -105,7 +105,7 @@ def test_morphometry_csvs_and_plot_are_written_with_units(finished):
 @pytest.mark.slow
 def test_report_json_has_prediction_threshold_models_and_timings_and_no_identifiers(finished, case):
     result, written, _ = finished
-    report = json.loads(written["report.json"].read_text())
+    report = json.loads(written["report.json"].read_text(encoding="utf-8"))
     prediction = report["prediction"]
     assert prediction["probability"] == pytest.approx(result.prediction.probability, abs=1e-6)
     assert prediction["threshold"] == 0.4 and prediction["threshold_source"] == "model"
@@ -116,7 +116,7 @@ def test_report_json_has_prediction_threshold_models_and_timings_and_no_identifi
     assert set(report["timings_s"]) >= set(STEPS)
     assert report["software"]["cspineai"]
     assert 20 < report["morphometry"]["csa_mean_mm2"] < 150
-    text = written["report.json"].read_text()
+    text = written["report.json"].read_text(encoding="utf-8")
     for field in ("PatientName", "PatientID", "StudyDate", "/tmp", "tmp_path"):
         assert field not in text
 

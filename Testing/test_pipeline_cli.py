@@ -51,7 +51,7 @@ def test_run_writes_the_results_folder_and_streams_progress_lines(input_files, t
     assert [u[1] for u in updates] == sorted(u[1] for u in updates)
     assert f"results: {out}" in done.stdout
 
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["registration"]["method"] == "identity" and report["series_used"]["register"] == ["CT_bone", "T1_sag"]
     assert report["models"]["registration"]["id"] == "identity"
     assert {p.name for p in out.iterdir()} >= {"warped_ct.nrrd", "displacement_lps.nrrd", "report.json", "report.png",

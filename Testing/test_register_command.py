@@ -38,10 +38,11 @@ def test_identity_registration_writes_the_warped_ct_the_field_the_transform_and_
     field = sitk.ReadImage(str(out / "displacement_lps.nii.gz"))
     assert field.GetNumberOfComponentsPerPixel() == 3 and field.GetSize() == mri.size_ijk
     assert not sitk.GetArrayFromImage(field).any()
-    quality = json.loads((out / "quality.json").read_text())
+    quality = json.loads((out / "quality.json").read_text(encoding="utf-8"))
     assert quality["method"] == "identity" and quality["folding_percent"] == 0.0
     assert quality["field"]["frame"] == "LPS"
-    assert "_input" not in (out / "quality.json").read_text()  # no input names (they may identify the patient)
+    # no input names: they may identify the patient
+    assert "_input" not in (out / "quality.json").read_text(encoding="utf-8")
 
 
 def test_written_field_and_transform_map_mri_points_like_the_api(pair_files, tmp_path):
@@ -84,11 +85,11 @@ def test_refuses_ct_and_mri_without_overlap_with_a_message_and_no_output_folder(
 def test_refuses_an_existing_output_folder_before_any_work(pair_files, tmp_path, capsys):
     out = tmp_path / "reg"
     out.mkdir()
-    (out / "keep.txt").write_text("earlier results")
+    (out / "keep.txt").write_text("earlier results", encoding="utf-8")
     rc = main(["register", "--ct", str(pair_files["ct_path"]), "--mri", str(pair_files["mri_path"]), "--out", str(out),
                "--method", "identity"])
     assert rc == 2 and "already exists" in capsys.readouterr().err
-    assert (out / "keep.txt").read_text() == "earlier results"
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "earlier results"
 
 
 def test_bspline_baseline_refuses_a_ct_without_bone_naming_the_problem(pair_files, tmp_path, capsys):

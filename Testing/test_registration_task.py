@@ -121,7 +121,7 @@ def write_cases(folder, strengths) -> list[Case]:
                  "T1_sag_labels": write_volume(pair["mri_labels"], case_dir / "T1_sag_labels.nii.gz")}
         landmarks = {"MRI": {f"L{i}": p.tolist() for i, p in enumerate(pair["mri_points"])},
                      "CT": {f"L{i}": p.tolist() for i, p in enumerate(pair["ct_points"])}}
-        (case_dir / "landmarks.json").write_text(json.dumps(landmarks))
+        (case_dir / "landmarks.json").write_text(json.dumps(landmarks), encoding="utf-8")
         paths["landmarks"] = case_dir / "landmarks.json"
         cases.append(Case(case_id=f"case{n}", fold=n % 2, split="train", paths=paths))
     return cases
@@ -137,5 +137,5 @@ def test_the_engine_trains_and_validates_the_task_from_the_shipped_config(tmp_pa
     result = fit(config)
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
     assert result["epochs_completed"] == 1 and np.isfinite(result["best_value"])
-    metrics = (tmp_path / "run" / "metrics.csv").read_text()
+    metrics = (tmp_path / "run" / "metrics.csv").read_text(encoding="utf-8")
     assert "val_landmark_mm" in metrics and "val_dice" in metrics

@@ -24,11 +24,11 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(best checkpoint, manifest) of a two-epoch toy run with EMA."""
     folder = tmp_path_factory.mktemp("registry")
     manifest = write_toy_cohort(folder / "cohort", n_cases=8, shape=(6, 12, 12))
-    raw = yaml.safe_load((REPO / "Training" / "configs" / "toy.yaml").read_text())
+    raw = yaml.safe_load((REPO / "Training" / "configs" / "toy.yaml").read_text(encoding="utf-8"))
     raw.update(manifest=str(manifest), output_dir=str(folder / "run"), device="cpu")
     raw["optim"].update(epochs=2, ema=0.5)
     raw["log"]["tensorboard"] = False
-    (folder / "config.yaml").write_text(yaml.safe_dump(raw))
+    (folder / "config.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     fit(load_config(folder / "config.yaml"))
     return folder / "run" / "checkpoints" / "best.pt", manifest
 
@@ -41,7 +41,7 @@ def user_registry(tmp_path, monkeypatch) -> Path:
 
 
 def test_shipped_registry_is_valid_json_that_lists_intact_models():
-    data = json.loads((registry.shipped_dir() / "Models.json").read_text())
+    data = json.loads((registry.shipped_dir() / "Models.json").read_text(encoding="utf-8"))
     assert data["format"] == registry.REGISTRY_FORMAT
     for entry in registry.read_registry(registry.shipped_dir(), "shipped"):
         registry.verify(entry)  # every shipped file exists and matches its hash
@@ -55,7 +55,7 @@ def test_export_registers_a_checkpoint_with_a_model_card(trained, user_registry)
     assert entry.source == "user" and entry.path == user_registry / "toy-site-1.2.0.pt"
     assert entry.sha256 == registry.sha256_file(entry.path)
     assert entry.inputs == ["T1_sag"] and "auc" in entry.metrics
-    card = (user_registry / entry.card).read_text()
+    card = (user_registry / entry.card).read_text(encoding="utf-8")
     assert "# toy-site 1.2.0" in card and entry.sha256 in card and "8 synthetic toy volumes" in card
     listed = [e for e in registry.list_models() if e.id == "toy-site"]
     assert len(listed) == 1 and listed[0].version == "1.2.0"
@@ -99,7 +99,7 @@ def test_find_model_picks_the_highest_version_and_names_known_models(trained, us
 
 
 def test_malformed_registry_entries_are_refused_naming_the_file(tmp_path):
-    (tmp_path / "Models.json").write_text(json.dumps({"models": [{"id": "x", "task": "toy"}]}))
+    (tmp_path / "Models.json").write_text(json.dumps({"models": [{"id": "x", "task": "toy"}]}), encoding="utf-8")
     with pytest.raises(CSpineModelError, match=r"Models\.json, model 1: missing version, file, sha256"):
         registry.read_registry(tmp_path)
 

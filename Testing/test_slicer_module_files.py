@@ -30,13 +30,13 @@ def _cmake_list(text: str, variable: str) -> list[str]:
 
 def _class_fields(path: Path, class_name: str) -> list[str]:
     """Annotated fields of a class, read from the source (Parameter.py needs Slicer's application to import)."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     cls = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == class_name)
     return [node.target.id for node in cls.body if isinstance(node, ast.AnnAssign)]
 
 
 def _module_dict(path: Path, name: str) -> dict:
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     node = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == name)
     return ast.literal_eval(node.value)
 
@@ -63,7 +63,7 @@ def _parameter_names() -> dict[str, str]:
 
 
 def test_every_python_file_of_the_module_is_listed_in_cmake_and_every_listed_file_exists():
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     listed = _cmake_list(text, "MODULE_PYTHON_SCRIPTS")
     on_disk = sorted(p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts)
     assert sorted(listed) == on_disk
@@ -76,14 +76,14 @@ def test_every_python_file_of_the_module_is_listed_in_cmake_and_every_listed_fil
 
 
 def test_module_cmake_builds_the_scripted_module_and_registers_the_self_test():
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r"slicerMacroBuildScriptedModule\(\s*NAME \$\{MODULE_NAME\}", text)
     assert re.search(r"slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
     assert "Logic/cspineai" in text, "the cspineai package must ship with the built extension"
 
 
 def test_top_level_cmake_declares_a_slicer_extension_depending_on_pytorch():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     for needed in (
         r"cmake_minimum_required\(",
         r"project\(CSpineAI\)",
@@ -141,7 +141,7 @@ def test_series_selectors_take_scalar_volumes_only():
 
 
 def test_every_ui_object_the_widget_uses_exists_in_the_ui():
-    source = (LIB / "Widget.py").read_text()
+    source = (LIB / "Widget.py").read_text(encoding="utf-8")
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     used |= {f"{field}ComboBox" for field in _module_dict(LIB / "Parameter.py", "MODEL_FIELDS").values()}
     assert sorted(used - set(_ui_widgets())) == []
@@ -162,7 +162,7 @@ def test_ui_declares_every_custom_widget_it_uses():
 
 
 def test_module_file_is_a_thin_shell_with_slicers_class_names():
-    source = (MODULE / "CSpineAI.py").read_text()
+    source = (MODULE / "CSpineAI.py").read_text(encoding="utf-8")
     assert len(source.splitlines()) <= 110
     tree = ast.parse(source)
     classes = {node.name: [b.id for b in node.bases] for node in tree.body if isinstance(node, ast.ClassDef)}
@@ -179,7 +179,7 @@ def test_module_file_is_a_thin_shell_with_slicers_class_names():
 
 
 def test_reload_list_names_every_library_module():
-    tree = ast.parse((MODULE / "CSpineAI.py").read_text())
+    tree = ast.parse((MODULE / "CSpineAI.py").read_text(encoding="utf-8"))
     listed = next(
         ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "LIB_MODULES"
     )
@@ -188,7 +188,7 @@ def test_reload_list_names_every_library_module():
 
 def test_every_module_file_compiles():
     for path in MODULE.rglob("*.py"):
-        compile(path.read_text(), str(path), "exec")
+        compile(path.read_text(encoding="utf-8"), str(path), "exec")
 
 
 def test_icon_is_a_128_pixel_png():

@@ -103,10 +103,10 @@ def test_shipped_requirements_leave_out_what_slicer_or_the_pytorch_extension_pro
 
 
 def test_shipped_ranges_match_pyproject_and_admit_the_pinned_versions():
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
     ranges = {Requirement(line).name.lower(): Requirement(line).specifier for line in pyproject}
     pins = {}
-    for line in (REPO / "requirements.txt").read_text().splitlines():
+    for line in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith(("#", "-")):
             requirement = Requirement(line.split("#")[0].strip())
             pins[requirement.name.lower()] = next(iter(requirement.specifier)).version
@@ -190,7 +190,7 @@ def test_constructing_the_installer_neither_asks_nor_installs():
 
 def test_rejects_a_malformed_requirements_line_naming_the_line(tmp_path):
     path = tmp_path / "requirements.txt"
-    path.write_text("# header\nmonai>=1.6\nnot a requirement !!\n")
+    path.write_text("# header\nmonai>=1.6\nnot a requirement !!\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"line 3"):
         readRequirements(path)
 

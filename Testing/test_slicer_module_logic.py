@@ -114,10 +114,10 @@ def test_training_command_overrides_manifest_output_and_device_of_the_configurat
     root = tmp_path / "checkout"
     (root / "Logic" / "cspineai").mkdir(parents=True)
     (root / "Training").mkdir()
-    (root / "Training" / "train.py").write_text("")
+    (root / "Training" / "train.py").write_text("", encoding="utf-8")
     manifest, config = tmp_path / "cohort.csv", tmp_path / "pain.yaml"
-    manifest.write_text("case_id\n")
-    config.write_text("task: pain\n")
+    manifest.write_text("case_id\n", encoding="utf-8")
+    config.write_text("task: pain\n", encoding="utf-8")
     command = _logic(packageRoot=root / "Logic").buildTrainingCommand(manifest, config, tmp_path / "run", "cuda")
     assert command == [
         PYTHON, str(root / "Training" / "train.py"),
@@ -130,7 +130,7 @@ def test_training_command_overrides_manifest_output_and_device_of_the_configurat
 
 def test_training_command_names_the_missing_file(tmp_path):
     config = tmp_path / "pain.yaml"
-    config.write_text("task: pain\n")
+    config.write_text("task: pain\n", encoding="utf-8")
     with pytest.raises(ValueError, match="existing manifest file"):
         _logic().buildTrainingCommand(tmp_path / "absent.csv", config, tmp_path / "run")
     with pytest.raises(ValueError, match="existing training configuration file"):
@@ -172,7 +172,7 @@ def test_child_environment_puts_the_package_root_first_on_pythonpath_once():
 def test_child_imports_cspineai_from_the_extensions_folder_before_any_installed_copy(tmp_path):
     marker = tmp_path / "root" / "cspineai"
     marker.mkdir(parents=True)
-    (marker / "__init__.py").write_text("WHERE = 'extension folder'\n")
+    (marker / "__init__.py").write_text("WHERE = 'extension folder'\n", encoding="utf-8")
     logic = _logic(
         packageRoot=tmp_path / "root", pythonExecutable=sys.executable, baseEnvironment=lambda: dict(os.environ)
     )
@@ -210,8 +210,8 @@ def test_training_run_streams_progress_through_the_runner_from_the_package_root(
         "print_progress('train', 1.0, 'epoch 2/2')\n"
     )
     manifest, config = tmp_path / "cohort.csv", tmp_path / "toy.yaml"
-    manifest.write_text("case_id\n")
-    config.write_text("task: toy\n")
+    manifest.write_text("case_id\n", encoding="utf-8")
+    config.write_text("task: toy\n", encoding="utf-8")
     events: list = []
     runner = ProcessRunner(
         onProgress=lambda *a: events.append(("progress", *a)),
@@ -322,11 +322,12 @@ def test_device_falls_back_to_cpu_with_a_note_when_cuda_is_absent():
 
 def test_prediction_and_risk_text_come_from_report_json(tmp_path):
     assert Logic.readPrediction(tmp_path) is None
-    (tmp_path / "report.json").write_text(json.dumps({"prediction": {"probability": 0.72, "threshold": 0.4}}))
+    report = {"prediction": {"probability": 0.72, "threshold": 0.4}}
+    (tmp_path / "report.json").write_text(json.dumps(report), encoding="utf-8")
     prediction = Logic.readPrediction(tmp_path)
     assert Logic.riskText(prediction) == "Postoperative neck pain likely (p = 0.72, threshold 0.40)"
     assert "unlikely" in Logic.riskText({"probability": 0.2, "threshold": 0.4})
-    (tmp_path / "report.json").write_text("{not json")
+    (tmp_path / "report.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="report.json"):
         Logic.readPrediction(tmp_path)
 
@@ -336,7 +337,7 @@ def test_model_list_reads_the_registry_with_roles(monkeypatch, tmp_path):
     (tmp_path / "Models.json").write_text(json.dumps({
         "format": "cspineai-models-1",
         "models": [{"id": "pain-site", "task": "pain", "version": "1.0.0", "file": "m.pt", "sha256": "0" * 64}],
-    }))  # fmt: skip
+    }), encoding="utf-8")  # fmt: skip
     models = {model["id"]: model for model in _logic().listModels()}
     assert models["pain-site"]["role"] == "classifier" and models["pain-site"]["source"] == "user"
     assert set(MODEL_ROLES) >= {model["role"] for model in models.values() if model["role"]}

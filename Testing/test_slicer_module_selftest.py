@@ -170,7 +170,7 @@ def test_case_check_fails_when_the_ct_is_not_under_the_registration_transform(co
 
 def test_loading_an_unreadable_file_names_it(context, tmp_path):
     broken = tmp_path / "broken.nrrd"
-    broken.write_text("not an image")
+    broken.write_text("not an image", encoding="utf-8")
     with pytest.raises(CSpineInputError, match="broken.nrrd"):
         read_volume_node(broken, "broken", context=context)
     assert context.scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 0

@@ -26,12 +26,12 @@ def _torchrun() -> list[str]:
 @pytest.mark.slow
 def test_torchrun_with_two_cpu_processes_trains_and_its_checkpoint_loads(tmp_path):
     manifest = write_toy_cohort(tmp_path / "cohort", n_cases=12, shape=(6, 12, 12))
-    raw = yaml.safe_load((REPO / "Training" / "configs" / "toy.yaml").read_text())
+    raw = yaml.safe_load((REPO / "Training" / "configs" / "toy.yaml").read_text(encoding="utf-8"))
     raw.update(manifest=str(manifest), output_dir=str(tmp_path / "run"), device="cpu")
     raw["optim"]["epochs"] = 2
     raw["log"]["tensorboard"] = False
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [*_torchrun(), "--standalone", "--nproc_per_node=2", str(REPO / "Training" / "train.py"),
@@ -46,7 +46,7 @@ def test_torchrun_with_two_cpu_processes_trains_and_its_checkpoint_loads(tmp_pat
     assert not any(k.startswith("module.") for k in state["model"])  # saved without DDP's wrapper prefix
     model = ToyNet(raw["model"]["width"], raw["model"]["dropout"])
     model.load_state_dict(state["model"])
-    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    rows = (tmp_path / "run" / "metrics.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 3
     with torch.no_grad():
         assert model(torch.zeros(1, 1, 6, 12, 12)).shape == (1, 2)

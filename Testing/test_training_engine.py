@@ -34,7 +34,7 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def write_config(folder: Path, manifest: Path, **sections) -> Path:
-    raw = yaml.safe_load(TOY_CONFIG.read_text())
+    raw = yaml.safe_load(TOY_CONFIG.read_text(encoding="utf-8"))
     raw["manifest"] = str(manifest)
     raw["output_dir"] = str(folder / "run")
     raw["optim"]["epochs"] = 3
@@ -44,7 +44,7 @@ def write_config(folder: Path, manifest: Path, **sections) -> Path:
         else:
             raw[key] = value
     path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
 
 
@@ -121,9 +121,10 @@ def test_test_split_cases_never_train_or_validate(cohort):
 
 def test_manifest_with_missing_file_fails_at_start_naming_it(tmp_path, cohort):
     manifest = tmp_path / "manifest.csv"
-    text = cohort.read_text().replace("images/toy003.nii.gz", str(cohort.parent / "images" / "gone.nii.gz"))
+    gone = str(cohort.parent / "images" / "gone.nii.gz")
+    text = cohort.read_text(encoding="utf-8").replace("images/toy003.nii.gz", gone)
     text = text.replace("images/", str(cohort.parent / "images") + "/")
-    manifest.write_text(text)
+    manifest.write_text(text, encoding="utf-8")
     config = load_config(write_config(tmp_path, manifest))
     with pytest.raises(CSpineInputError, match=r"gone\.nii\.gz"):
         fit(config)
@@ -140,10 +141,10 @@ def test_toy_task_trains_and_writes_every_output(tmp_path, cohort, capsys):
     run = tmp_path / "run"
     assert result["epochs_completed"] == 2 and result["n_train"] == 6 and result["n_val"] == 6
     assert {"checkpoints", "config.yaml", "metrics.csv", "metrics.json"} <= {p.name for p in run.iterdir()}
-    assert yaml.safe_load((run / "config.yaml").read_text()) == config
-    rows = (run / "metrics.csv").read_text().splitlines()
+    assert yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) == config
+    rows = (run / "metrics.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 3 and "val_auc" in rows[0]
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["monitor"] == "auc" and 0.0 <= metrics["final"]["val_auc"] <= 1.0
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["epoch"] == 2 and state["ema"] is not None
@@ -203,7 +204,7 @@ def test_resume_after_sigkill_reaches_the_weights_of_an_uninterrupted_run(tmp_pa
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         # metrics.csv gains epoch N's row right after epoch N's checkpoint is renamed into place.
-        if csv_file.exists() and len(csv_file.read_text().splitlines()) >= 1 + 2:
+        if csv_file.exists() and len(csv_file.read_text(encoding="utf-8").splitlines()) >= 1 + 2:
             break
         assert process.poll() is None, "training ended before it could be interrupted"
         time.sleep(0.01)
@@ -223,7 +224,7 @@ def test_resume_after_sigkill_reaches_the_weights_of_an_uninterrupted_run(tmp_pa
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
-    assert len((tmp_path / "b" / "run" / "metrics.csv").read_text().splitlines()) == 1 + epochs
+    assert len((tmp_path / "b" / "run" / "metrics.csv").read_text(encoding="utf-8").splitlines()) == 1 + epochs
 
 
 def test_train_script_runs_with_slicer_shaped_argv(tmp_path, cohort, monkeypatch, capsys):
@@ -256,21 +257,21 @@ def test_evaluate_scores_a_checkpoint_with_the_validation_threshold(tmp_path, co
     code = evaluate_main(["--checkpoint", str(checkpoint), "--split", "all", "--output", str(tmp_path / "eval"),
                           "--device", "cpu"])
     assert code == 0
-    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text(encoding="utf-8"))
     state = load_checkpoint(checkpoint)
     val_threshold = state["history"][state["epoch"] - 1]["val_threshold"]
     assert result["figures"]["threshold"] == pytest.approx(val_threshold)  # not re-chosen on the scored cases
     assert result["figures"]["n_cases"] == 12
-    assert len((tmp_path / "eval" / "predictions.csv").read_text().splitlines()) == 13
+    assert len((tmp_path / "eval" / "predictions.csv").read_text(encoding="utf-8").splitlines()) == 13
 
 
 def test_all_folds_training_writes_a_cross_validation_report(tmp_path, cohort, capsys):
     config = write_config(tmp_path, cohort, optim={"epochs": 1})
     assert train_main(["--config", str(config), "--folds", "all", "--set", "log.tensorboard=false"]) == 0
     run = tmp_path / "run"
-    markdown = (run / "cv_report.md").read_text()
+    markdown = (run / "cv_report.md").read_text(encoding="utf-8")
     assert "2 folds, 12 validation cases" in markdown and "mean ± SD" in markdown
-    lines = (run / "cv_report.csv").read_text().splitlines()
+    lines = (run / "cv_report.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("fold,n_val,loss") and lines[-2].startswith("mean,12,")
     capsys.readouterr()
     assert evaluate_main(["--cv", str(run)]) == 0
@@ -287,7 +288,7 @@ def test_cross_validation_mean_and_sd_are_computed_over_folds(tmp_path):
     markdown, _, csv_path = write_cv_report(tmp_path)
     assert "| mean ± SD | 12 | 0.800 ± 0.200 |" in markdown  # sample SD of 0.6, 0.8, 1.0 is 0.2
     assert "train_loss" not in markdown
-    assert float(csv_path.read_text().splitlines()[-1].split(",")[2]) == pytest.approx(0.2)
+    assert float(csv_path.read_text(encoding="utf-8").splitlines()[-1].split(",")[2]) == pytest.approx(0.2)
 
 
 def test_resume_without_a_checkpoint_is_refused_with_advice(tmp_path, cohort):

@@ -68,7 +68,7 @@ def run(args) -> int:
             "transform": "transform.h5",
             "warped_ct": "warped_ct.nii.gz",
         }
-        (tmp / "quality.json").write_text(json.dumps(quality, indent=1) + "\n")
+        (tmp / "quality.json").write_text(json.dumps(quality, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {out} ({result.method}: {result.seconds:.2f} s, folding {result.folding_percent:.3f}%, "
           f"SD log-Jacobian {result.sd_log_jacobian:.3f})")
     return 0

@@ -52,7 +52,7 @@ def vertebra_map(labels: np.ndarray) -> np.ndarray:
 
 def read_landmarks(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``landmarks.json`` -> (MRI points, CT points), each ``(N, 3)`` LPS mm, same landmark order."""
-    data = json.loads(Path(path).read_text())
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
     names = sorted(set(data["MRI"]) & set(data["CT"]))
     return np.array([data["MRI"][n] for n in names], float), np.array([data["CT"][n] for n in names], float)
 
