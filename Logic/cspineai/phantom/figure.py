@@ -1,6 +1,9 @@
 """Figure of one synthetic case beside a real MRI, for judging realism at a glance (``docs/figures``).
 
-    python -m cspineai.phantom.figure --seed 20 --real ../shared/data/real/sct_t1w --out docs/figures/phantom_case.png
+    python -m cspineai.phantom.figure --seed 20 --real REAL_T1_FOLDER --out docs/figures/phantom_case.png
+
+``REAL_T1_FOLDER`` holds ``t1w.nii.gz`` and ``t1w_seg-manual.nii.gz`` (the docs figure used the Spinal Cord Toolbox
+test scan that the developers keep beside the checkout).
 
 Top row: the phantom's five series and its labels as the project writes them. Bottom row: the phantom's T1 and the
 real T1 resampled onto the same 0.5 mm sagittal and axial planes through the cord, same field of view, each with its

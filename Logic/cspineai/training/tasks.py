@@ -45,6 +45,7 @@ Contracts:
 
 from __future__ import annotations
 
+import abc
 import importlib
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -54,7 +55,7 @@ from ..errors import CSpineInputError
 _REGISTRY: dict[str, Task] = {}
 
 
-class Task:
+class Task(abc.ABC):
     """Base class of a training task; see the module docstring for the contract of each method."""
 
     name: ClassVar[str] = ""
@@ -70,22 +71,26 @@ class Task:
     #: Label column used to stratify computed folds (``None``: unstratified).
     stratify_by: ClassVar[str | None] = "label"
 
+    @abc.abstractmethod
     def build_model(self, config: dict):
-        raise NotImplementedError
+        """The network, from the config's ``model`` section."""
 
+    @abc.abstractmethod
     def data_items(self, cases: Sequence, config: dict) -> list[dict]:
-        raise NotImplementedError
+        """One dict per training sample (paths and labels) from the manifest's cases."""
 
+    @abc.abstractmethod
     def transforms(self, config: dict, train: bool) -> Callable:
-        raise NotImplementedError
+        """The MONAI transform chain for training (``train=True``) or validation."""
 
+    @abc.abstractmethod
     def step(self, model, batch: dict, config: dict) -> tuple[Any, dict]:
-        raise NotImplementedError
+        """``(loss, outputs)`` for one batch; ``outputs`` feed :meth:`compute_metrics`."""
 
     def compute_metrics(self, outputs: dict, config: dict, fitted: dict | None = None) -> dict[str, float]:
         return {}
 
-    def on_epoch_start(self, epoch: int, config: dict) -> None:
+    def on_epoch_start(self, epoch: int, config: dict) -> None:  # noqa: B027 (an optional hook, empty by default)
         """Called on every rank before epoch ``epoch`` (0-based) trains."""
 
     def case_rows(self, outputs: dict, config: dict) -> list[dict]:
