@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The Slicer module's Qt-free classes (CSpineAILib) are tested as Slicer imports them: from the module folder.
+sys.path.insert(0, str(REPO / "CSpineAI"))
 SHARED_DATA = Path(os.environ.get("CSPINEAI_SHARED_DATA", REPO.parent / "shared" / "data"))
 REAL_T1 = SHARED_DATA / "real" / "sct_t1w"
 

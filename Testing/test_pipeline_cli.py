@@ -98,12 +98,7 @@ def test_demo_refuses_at_once_naming_the_shipped_models_that_are_missing(tmp_pat
 
 def test_the_slicer_modules_command_line_parses_as_cspineai_run(tmp_path):
     from cspineai.cli import build_parser
-
-    sys.path.insert(0, str(REPO / "CSpineAI"))
-    try:
-        from CSpineAILib.Logic import Logic
-    finally:
-        sys.path.pop(0)
+    from CSpineAILib.Logic import Logic
     logic = Logic(packageRoot=REPO / "Logic", pythonExecutable=sys.executable)
     inputs = {"CT_bone": tmp_path / "ct.nrrd", "T2_sag": tmp_path / "t2.nrrd", "T2_tra": tmp_path / "tra.nrrd"}
     command = logic.buildRunCommand(inputs, tmp_path / "out", ["segment", "register", "measure"], "cuda",

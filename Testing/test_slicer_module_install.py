@@ -15,7 +15,6 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "CSpineAI"))
 
 from CSpineAILib.InstallLogic import (  # noqa: E402
     TORCH_REQUIREMENT,

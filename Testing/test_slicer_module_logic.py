@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "CSpineAI"))
 
 from cspineai import series as cspineai_series  # noqa: E402
 from cspineai.volume import Volume  # noqa: E402

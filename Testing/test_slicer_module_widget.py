@@ -24,7 +24,6 @@ from unittest import mock
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "CSpineAI"))
 
 from CSpineAILib.ProcessRunner import ProcessRunner  # noqa: E402
 

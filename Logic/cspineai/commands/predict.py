@@ -49,20 +49,19 @@ def load_pain_model(model_id: str | None = None, checkpoint: str | None = None):
         state = load_checkpoint(checkpoint)
         config = resolve_config(dict(state["config"]), str(checkpoint))
         description = f"checkpoint {checkpoint}"
+        if config.get("task") != "pain":
+            raise CSpineInputError(description, f"is a {config.get('task')!r} model, not a neck-pain classifier")
         model = get_task(config["task"]).build_model(config)
         model.load_state_dict(model_weights(state))
-        fitted = fitted_figures(state)
+        threshold = fitted_figures(state).get("threshold")
     else:
-        from ..models.registry import load_model
+        # The pipeline's loader is the one definition of a registered classifier and its operating threshold.
+        from ..pipeline import load_registry_model
         from ..prediction import DEFAULT_MODEL_ID
 
-        model, entry, state = load_model(model_id or DEFAULT_MODEL_ID)
-        config, fitted = state["config"], dict(state.get("fitted") or {})
-        description = f"model {entry.id} {entry.version}"
-    if config.get("task") != "pain":
-        raise CSpineInputError(description, f"is a {config.get('task')!r} model, not a neck-pain classifier")
-    threshold = float(fitted.get("threshold", 0.5))
-    return model.eval(), threshold, description
+        loaded = load_registry_model("classifier", model_id or DEFAULT_MODEL_ID)
+        model, threshold, description = loaded.module, loaded.threshold, f"model {loaded.id} {loaded.version}"
+    return model.eval(), float(0.5 if threshold is None else threshold), description
 
 
 def predict_cases(cases, model, threshold: float) -> list[dict]:
