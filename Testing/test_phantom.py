@@ -234,6 +234,18 @@ def test_cohort_labels_have_the_documented_prevalence_and_bayes_accuracy():
     assert abs(np.mean(labels) - rule.PREVALENCE) < 4 * se
 
 
+def test_image_only_probability_is_the_rule_averaged_over_the_clinical_table():
+    """E[q | findings] over patients equals the prevalence (total expectation), and knowing only the images is worth
+    less than knowing the whole rule: the image-only Bayes accuracy is below the full one on the same patients."""
+    patients = [sample_parameters(seed) for seed in range(2000, 2120)]
+    p = np.array([d["probability"] for d in patients])
+    q = np.array([rule.image_only_probability(d["patient"].findings, draws=150, seed=n)
+                  for n, d in enumerate(patients)])
+    assert abs(q.mean() - p.mean()) < 0.03
+    assert np.corrcoef(p, q)[0, 1] > 0.8
+    assert np.maximum(q, 1 - q).mean() < np.maximum(p, 1 - p).mean()
+
+
 def test_causal_mask_marks_the_findings_that_raised_the_pain_logit(coarse_case):
     causes = coarse_case.findings["causes"]
     has_mask = any(m.array.any() for m in coarse_case.causal_mask.values())

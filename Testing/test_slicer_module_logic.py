@@ -127,6 +127,36 @@ def test_training_command_overrides_manifest_output_and_device_of_the_configurat
     ]  # fmt: skip
 
 
+def test_training_command_fine_tunes_a_registry_model_when_given_one(tmp_path):
+    manifest, config = tmp_path / "cohort.csv", tmp_path / "cordseg.yaml"
+    manifest.write_text("case_id\n", encoding="utf-8")
+    config.write_text("task: cordseg\n", encoding="utf-8")
+    command = _logic().buildTrainingCommand(manifest, config, tmp_path / "run", "cpu", "cordseg-unet@1.0.0")
+    assert command[-2:] == ["--set", "init_from=cordseg-unet@1.0.0"]
+    fromScratch = _logic().buildTrainingCommand(manifest, config, tmp_path / "run", "cpu")
+    assert not any(part.startswith("init_from=") for part in fromScratch)
+    with pytest.raises(ValueError, match="registry id"):
+        _logic().buildTrainingCommand(manifest, config, tmp_path / "run", "cpu", "cordseg unet; rm -rf /")
+
+
+def test_fine_tuning_starts_from_the_models_section_choice_for_the_configurations_task(tmp_path):
+    cordseg, toy = tmp_path / "cordseg.yaml", tmp_path / "toy.yaml"
+    cordseg.write_text("task: cordseg\n", encoding="utf-8")
+    toy.write_text("task: toy\n", encoding="utf-8")
+    logic = _logic()
+    assert logic.startingModel(cordseg, {"segmentation": "cordseg-site", "classifier": "pain-site"}) == "cordseg-site"
+    assert logic.startingModel(cordseg, {"classifier": "pain-site"}) == "cordseg-unet"  # the role's default model
+    assert logic.startingModel(toy, {"segmentation": "cordseg-site"}) == ""  # no role trains the toy task
+    assert logic.startingModel(Path(), {}) == ""  # no configuration yet: the command builder reports it
+
+
+def test_task_roles_invert_the_pipelines_role_tasks():
+    from cspineai.pipeline import ROLE_TASKS
+    from CSpineAILib.Logic import TASK_ROLES
+
+    assert TASK_ROLES == {task: role for role, task in ROLE_TASKS.items()}
+
+
 def test_training_command_names_the_missing_file(tmp_path):
     config = tmp_path / "pain.yaml"
     config.write_text("task: pain\n", encoding="utf-8")

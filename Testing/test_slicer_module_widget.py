@@ -122,9 +122,12 @@ class FakeLogic:
             runner.start(self.runnerCommand)
         return ["python", "-m", "cspineai", "run"]
 
-    def startTraining(self, manifest, config, outputDir, device, runner):
-        self.calls.append(("startTraining", manifest, config, outputDir, device))
+    def startTraining(self, manifest, config, outputDir, device, runner, initFrom=""):
+        self.calls.append(("startTraining", manifest, config, outputDir, device, initFrom))
         return ["python", "Training/train.py"]
+
+    def startingModel(self, config, models):
+        return models.get("segmentation") or "cordseg-unet"
 
     def finishCase(self, outputDir):
         self.calls.append(("finishCase", outputDir))
@@ -299,6 +302,21 @@ def test_model_list_fills_the_per_role_choices(fake):
     fake.ui.classifierModelComboBox.currentData = "pain-site"
     widget.onModelChosen("classifier")
     assert widget._parameterNode.classifierModel == "pain-site"
+
+
+def test_fine_tuning_starts_from_the_selected_model_unless_unticked(fake):
+    logic = FakeLogic()
+    widget = _widget(fake, logic)
+    parameter = widget._parameterNode
+    assert parameter.trainingFromSelectedModel is True
+    parameter.trainingManifest, parameter.trainingConfig = Path("/site/manifest.csv"), Path("/cfg/cordseg.yaml")
+    parameter.trainingOutputDirectory, parameter.segmentationModel = Path("/runs/site"), "cordseg-site"
+    widget.onStartTraining()
+    parameter.trainingFromSelectedModel = False
+    widget.onStartTraining()
+    starts = [call for call in logic.calls if call[0] == "startTraining"]
+    assert [call[-1] for call in starts] == ["cordseg-site", ""]
+    assert starts[0][1:5] == (Path("/site/manifest.csv"), Path("/cfg/cordseg.yaml"), Path("/runs/site"), "cpu")
 
 
 def test_cancel_stops_the_runner(fake):

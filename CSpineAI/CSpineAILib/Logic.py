@@ -30,8 +30,8 @@ SERIES = ("CT_bone", "CT_tissue", "T1_sag", "T2_sag", "T2_tra")
 STEPS = ("register", "predict", "saliency", "segment", "measure")
 #: Model roles of the registry, as ``cspineai run --model ROLE=ID`` names them.
 MODEL_ROLES = ("registration", "classifier", "segmentation")
-#: Role of each registry task (``Models.json`` ``task``).
-TASK_ROLES = {"registration": "registration", "pain": "classifier", "segmentation": "segmentation"}
+#: Role of each registry task (``Models.json`` ``task``; the inverse of ``cspineai.pipeline.ROLE_TASKS``).
+TASK_ROLES = {"registration": "registration", "pain": "classifier", "cordseg": "segmentation"}
 DEVICES = ("auto", "cpu", "cuda")
 
 # Series descriptions as scanners and PACS write them; the first pattern that matches wins, so CT before MRI and the
@@ -146,8 +146,10 @@ class LogicProtocol(Protocol):
     def finishCase(self, outputDir: Path) -> Mapping[str, object]: ...
 
     def startTraining(
-        self, manifest: Path, config: Path, outputDir: Path, device: str, runner: ProcessRunner
+        self, manifest: Path, config: Path, outputDir: Path, device: str, runner: ProcessRunner, initFrom: str = ""
     ) -> list[str]: ...
+
+    def startingModel(self, config: Path, models: Mapping[str, str]) -> str: ...
 
     def cleanUp(self) -> None: ...
 
@@ -257,12 +259,19 @@ class Logic:
         return script
 
     def buildTrainingCommand(
-        self, manifest: str | os.PathLike, config: str | os.PathLike, outputDir: str | os.PathLike, device: str = "auto"
+        self,
+        manifest: str | os.PathLike,
+        config: str | os.PathLike,
+        outputDir: str | os.PathLike,
+        device: str = "auto",
+        initFrom: str = "",
     ) -> list[str]:
-        """``python Training/train.py --config CFG --set manifest=CSV --set output_dir=DIR --set device=D``.
+        """``python Training/train.py --config CFG --set manifest=CSV --set output_dir=DIR --set device=D
+        [--set init_from=ID]``.
 
         The manifest, output folder and device override the configuration's keys of the same name, so that one
-        configuration serves every site. Checks that the manifest and configuration files exist.
+        configuration serves every site; ``initFrom`` (a registry id, ``id@version``) makes the run fine-tune that
+        model instead of training from random weights. Checks that the manifest and configuration files exist.
         """
         for label, path in (("manifest", manifest), ("training configuration", config)):
             if Path(path) == Path() or not Path(path).is_file():
@@ -271,6 +280,8 @@ class Logic:
             raise ValueError("Choose an output folder for the fine-tuned model.")
         if device not in DEVICES:
             raise ValueError(f"unknown device {device!r}; expected one of {list(DEVICES)}")
+        if initFrom and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._-]+)?", initFrom):
+            raise ValueError(f"A model to start from is a registry id, optionally id@version (got {initFrom!r}).")
         return [
             self.pythonExecutable,
             str(self.trainingScript()),
@@ -282,7 +293,7 @@ class Logic:
             f"output_dir={Path(outputDir).resolve()}",
             "--set",
             f"device={device}",
-        ]
+        ] + (["--set", f"init_from={initFrom}"] if initFrom else [])
 
     # ---- running --------------------------------------------------------------------------------------------------
 
@@ -323,10 +334,11 @@ class Logic:
         return self.sceneLoader.loadResults(Path(outputDir))
 
     def startTraining(
-        self, manifest: Path, config: Path, outputDir: Path, device: str, runner: ProcessRunner
+        self, manifest: Path, config: Path, outputDir: Path, device: str, runner: ProcessRunner, initFrom: str = ""
     ) -> list[str]:
-        """Start ``Training/train.py`` in ``runner`` (from the checkout root, where relative config paths resolve)."""
-        command = self.buildTrainingCommand(manifest, config, outputDir, device)
+        """Start ``Training/train.py`` in ``runner`` (from the checkout root, where relative config paths resolve);
+        ``initFrom``: the registry model to fine-tune (see :meth:`startingModel`), or "" for random weights."""
+        command = self.buildTrainingCommand(manifest, config, outputDir, device, initFrom)
         runner.start(command, env=self.childEnvironment(), cwd=self.packageRoot.parent)
         return command
 
@@ -429,6 +441,24 @@ class Logic:
                 }
             )
         return models
+
+    def startingModel(self, config: Path, models: Mapping[str, str]) -> str:
+        """The registry model that fine-tuning with ``config`` starts from: the Models section's choice (``models``,
+        by role) for the configuration's task, else that role's default model; "" for a task no role runs (toy) or
+        when ``config`` is not a file yet (the command builder then says so)."""
+        if Path(config) == Path() or not Path(config).is_file():
+            return ""
+        ensureImportable(self.packageRoot)
+        from cspineai.training.config import read_yaml
+
+        role = TASK_ROLES.get(str(read_yaml(config).get("task", "")))
+        if role is None:
+            return ""
+        if models.get(role):
+            return models[role]
+        from cspineai.pipeline import default_model_id
+
+        return default_model_id(role)
 
     def buildAddModelCommand(self, checkpoint: str | os.PathLike, modelId: str) -> list[str]:
         """``python -m cspineai export --checkpoint CKPT --id ID``: registers a fine-tuned checkpoint in the user

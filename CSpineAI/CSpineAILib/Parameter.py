@@ -63,6 +63,8 @@ class Parameter:
     trainingManifest: Path = Path()
     trainingConfig: Path = Path()
     trainingOutputDirectory: Path = Path()
+    # Start from the model chosen in the Models section for the configuration's task (off: random weights).
+    trainingFromSelectedModel: bool = True
 
     def inputNodes(self) -> dict:
         """Selected volume node per series (series without a selection are left out)."""

@@ -156,12 +156,18 @@ class Widget(qt.QWidget):
             if note:
                 self.onLog(note)
             self.ui.logTextEdit.clear()
+            initFrom = (
+                self.logic.startingModel(parameter.trainingConfig, parameter.models())
+                if parameter.trainingFromSelectedModel
+                else ""
+            )
             command = self.logic.startTraining(
                 parameter.trainingManifest,
                 parameter.trainingConfig,
                 parameter.trainingOutputDirectory,
                 device,
                 self.runner,
+                initFrom,
             )
             self._startPolling("training", parameter.trainingOutputDirectory, command)
 

@@ -192,8 +192,24 @@ def load_model(model_id: str, version: str | None = None, device: str = "cpu",
     return model.to(device).eval(), entry, state
 
 
-def model_card(entry: ModelEntry, config: dict, history_rows: int) -> str:
-    """Markdown model card: what the model does, its inputs, how it was trained and how well it scored."""
+def initialisation_text(config: dict, init: dict | None = None) -> str:
+    """How the weights started, in words: random, or fine-tuned from a registered model / file with its hash.
+
+    ``init`` is what the training checkpoint recorded (:attr:`cspineai.training.init_from.StartingModel.record`);
+    without it the configuration's ``init_from`` is all that is known.
+    """
+    if init:
+        what = (f"registered model `{init['model']}` {init['version']}" if init.get("model")
+                else f"`{init.get('file') or init.get('init_from')}`")
+        return f"fine-tuned from {what} (SHA-256 `{init.get('sha256', '')[:16]}...`)"
+    if config.get("init_from"):
+        return f"fine-tuned from `{config['init_from']}`"
+    return "random (trained from scratch)"
+
+
+def model_card(entry: ModelEntry, config: dict, history_rows: int, init: dict | None = None) -> str:
+    """Markdown model card: what the model does, its inputs, how it was trained (and from which starting weights) and
+    how well it scored; ``init`` as in :func:`initialisation_text`."""
     metrics = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                         for k, v in entry.metrics.items()) or "| (none) | |"
     optim = config.get("optim", {})
@@ -211,6 +227,7 @@ def model_card(entry: ModelEntry, config: dict, history_rows: int) -> str:
 
 - Data: {entry.training_data or "not stated"}
 - Command: `{entry.training_command or "not stated"}`
+- Initialisation: {initialisation_text(config, init)}
 - Epochs run: {history_rows}; optimiser AdamW, lr {optim.get("lr")}, batch {config.get("data", {}).get("batch_size")},
   validation fold {config.get("data", {}).get("fold")}, seed {config.get("seed")}
 
@@ -258,7 +275,7 @@ def export_model(checkpoint: str | os.PathLike, model_id: str, version: str = "1
     stem = f"{model_id}-{version}"
     file = folder / f"{stem}.pt"
     payload = {"format": MODEL_FORMAT, "task": task.name, "model": model_weights(state), "config": config,
-               "fitted": fitted, "epoch": int(state.get("epoch") or 0)}
+               "fitted": fitted, "epoch": int(state.get("epoch") or 0), "init": state.get("init")}
     with atomic_path(file) as tmp:
         torch.save(payload, tmp)
     entry = ModelEntry(
@@ -269,7 +286,7 @@ def export_model(checkpoint: str | os.PathLike, model_id: str, version: str = "1
         card=f"{stem}.md", description=description, created=datetime.date.today().isoformat(),
         source="user", folder=folder,
     )
-    atomic_write_text(folder / entry.card, model_card(entry, config, int(state.get("epoch") or 0)))
+    atomic_write_text(folder / entry.card, model_card(entry, config, int(state.get("epoch") or 0), state.get("init")))
     kept = [e for e in entries if not (e.id == model_id and e.version == version)]
     write_registry(folder, [*kept, entry])
     return entry

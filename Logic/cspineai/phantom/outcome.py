@@ -113,6 +113,20 @@ def causes(findings: dict, clinical: dict) -> dict[str, bool]:
     return out
 
 
+def image_only_probability(findings: dict, draws: int = 2000, seed: int = 0) -> float:
+    """P(pain | image findings): the rule's probability averaged over the clinical covariates, drawn for these findings
+    as the generator draws them. The best an image-only classifier (the paper's two branches see no clinical table)
+    can know; ``max(q, 1 - q)`` averaged over cases is its Bayes-optimal accuracy, which is lower than the full
+    rule's because age, sex, BMI, VAS, JOA, duration and smoking move the logit too.
+    """
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(draws):
+        demographics = sample_demographics(rng)
+        total += pain_probability(findings, {**demographics, **sample_symptoms(rng, demographics, findings)})
+    return total / draws
+
+
 def bayes_accuracy(n: int = 4000, seed: int = 0) -> dict[str, float]:
     """Monte Carlo of the rule over the cohort's population: prevalence E[p] and Bayes-optimal accuracy E[max(p, 1-p)].
 

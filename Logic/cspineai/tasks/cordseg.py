@@ -9,7 +9,8 @@ class indices in the order of :data:`cspineai.series.SEGMENTATION_CLASSES` (othe
 
 Training samples are 2-D tiles (``tile`` x ``tile`` working voxels) of one sagittal slice, centred on a random voxel of
 a class drawn with ``class_ratios`` (the cord is oversampled), with intensity randomisation on top of the cohort's own
-(bias field, gamma, noise, blur, histogram shift) and small in-plane rotations and scalings. Never flipped: the SI order
+(bias field, gamma, noise, blur, histogram shift), small in-plane rotations and scalings, and (``small_fov_prob``)
+a field of view cut to a random smaller window, zero-padded back. Never flipped: the SI order
 of the vertebral levels and the AP order of body and cord are what the network must learn.
 Validation: the working slice with the most cord, one ``val_tile`` tile centred on the cord (deterministic).
 Loss: MONAI ``DiceCELoss``. Figures: Dice of cord, CSF and vertebral bodies (pooled over the validation tiles);
@@ -107,6 +108,7 @@ class CordSegTask(Task):
         "samples_per_volume": 4,
         "class_ratios": [1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
         "augment": True,
+        "small_fov_prob": 0.25,
     }
     monitor, monitor_mode = "cord_dice", "max"
 
@@ -158,7 +160,17 @@ class CordSegTask(Task):
                 mt.SqueezeDimd(keys=("image", "label"), dim=1),
             ]
             if options["augment"]:
+                # Small fields of view: real cord scans are often cropped to the canal (the shared SCT T1 is
+                # 42 x 76 x 77 mm), which the full-neck phantoms never show; cut the tile to a random smaller window
+                # and pad it back with zeros, as inference pads a small volume.
+                small_fov = mt.Compose([
+                    mt.RandSpatialCropd(keys=("image", "label"), roi_size=(tile // 2, tile // 2),
+                                        max_roi_size=(tile, tile), random_size=True),
+                    mt.SpatialPadd(keys=("image", "label"), spatial_size=(tile, tile)),
+                ])
+                p_fov = float(options["small_fov_prob"])
                 steps += [
+                    mt.OneOf([small_fov, mt.Identityd(keys=("image", "label"))], weights=(p_fov, 1.0 - p_fov)),
                     mt.RandAffined(keys=("image", "label"), prob=0.5, rotate_range=0.26, scale_range=0.15,
                                    mode=("bilinear", "nearest"), padding_mode="zeros"),
                     mt.RandBiasFieldd(keys="image", prob=0.3, coeff_range=(0.0, 0.3)),

@@ -3,7 +3,8 @@
 A checkpoint is a dict of tensors and plain Python values only (no pickled objects), so that loading never executes
 code from the file. It holds ``model`` (state dict, without DDP's ``module.`` prefix), ``optimizer``, ``scheduler``,
 ``scaler``, ``ema`` (or None), ``epoch`` (the number of epochs completed), ``rng`` (see :func:`rng_state`), ``config``
-(the resolved configuration), ``history`` (one dict of figures per epoch), ``best`` (monitored value and epoch) and
+(the resolved configuration), ``history`` (one dict of figures per epoch), ``best`` (monitored value and epoch),
+``init`` (what the weights started from, :attr:`cspineai.training.init_from.StartingModel.record`, or None) and
 ``format`` (:data:`FORMAT`).
 """
 

@@ -5,6 +5,9 @@ defaults the task declares (:attr:`cspineai.training.tasks.Task.model_defaults` 
 strict: an unknown key or a value of the wrong type raises :class:`~cspineai.errors.CSpineInputError` naming the file
 and the dotted key (``optim.lr``), before anything is read or trained. Every run writes its resolved configuration
 (defaults filled in, overrides applied) as ``config.yaml`` next to its outputs.
+
+With ``init_from`` (fine-tuning, :mod:`cspineai.training.init_from`) the ``model`` section is the starting model's:
+:func:`load_config` replaces the configuration file's with it and applies ``--set model.<key>`` overrides on top.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "task": "toy",  # module cspineai.tasks.<task> registers the task
     "seed": 0,
     "manifest": "",  # cohort CSV (cspineai.manifest); relative paths are relative to the config file
+    "init_from": None,  # starting weights: registry id (id or id@version) or .pt path (cspineai.training.init_from)
     "output_dir": "runs/run",  # relative paths are relative to the working directory
     "device": "auto",  # auto | cpu | cuda | cuda:N (under torchrun each rank takes cuda:LOCAL_RANK)
     "deterministic": True,  # deterministic algorithms; bitwise-reproducible resume on CPU
@@ -175,6 +179,7 @@ def resolve_config(raw: dict, source: str = "configuration", base_dir: str | os.
     config["task_options"] = _check(dict(task.options_defaults), raw.get("task_options") or {}, source, "task_options.")
     if config["manifest"] and base_dir is not None and not os.path.isabs(config["manifest"]):
         config["manifest"] = str((Path(base_dir) / config["manifest"]).resolve())
+    config["init_from"] = _init_from(config["init_from"], source)
     for key in ("batch_size", "accumulate", "epochs", "step_size"):
         section = "data" if key == "batch_size" else "optim"
         if config[section][key] < 1:
@@ -184,12 +189,42 @@ def resolve_config(raw: dict, source: str = "configuration", base_dir: str | os.
     return config
 
 
-def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> dict:
-    """Read a YAML config (or start from the defaults when ``path`` is None), apply ``--set`` overrides, validate."""
+def _init_from(value: Any, source: str) -> str | None:
+    """``init_from`` as a registry id or an absolute path (relative paths: to the working directory), or None."""
+    from .init_from import is_path
+
+    if isinstance(value, str):
+        value = value.strip()
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise CSpineInputError(source, f"init_from must be a registered model id (id or id@version) or the path of a "
+                                       f".pt file, not {value!r}")
+    return str(Path(value).expanduser().resolve()) if is_path(value) else value
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None, resume: bool = False) -> dict:
+    """Read a YAML config (or start from the defaults when ``path`` is None), apply ``--set`` overrides, validate.
+
+    With ``init_from`` the ``model`` section comes from the starting model (weights only fit the architecture they
+    were trained in), then ``--set model.<key>`` overrides apply, e.g. a different dropout. When ``resume`` continues a
+    run, its saved ``config.yaml`` already holds that section and the starting model is not read again.
+    """
     raw = read_yaml(path) if path else {}
-    raw = deep_update(raw, parse_overrides(overrides))
+    sets = parse_overrides(overrides)
+    raw = deep_update(raw, sets)
     source = str(path) if path else "configuration"
-    return resolve_config(raw, source, Path(path).resolve().parent if path else Path.cwd())
+    base_dir = Path(path).resolve().parent if path else Path.cwd()
+    config = resolve_config(raw, source, base_dir)  # the configuration file's own keys are checked all the same
+    if config["init_from"]:
+        from .init_from import model_section
+
+        saved = Path(config["output_dir"]) / "config.yaml"
+        model = ((read_yaml(saved).get("model") or {}) if resume and saved.is_file()
+                 else model_section(config["init_from"], config["task"]))
+        raw = {**raw, "init_from": config["init_from"], "model": deep_update(model, sets.get("model") or {})}
+        config = resolve_config(raw, source, base_dir)
+    return config
 
 
 def dump_config(config: dict) -> str:

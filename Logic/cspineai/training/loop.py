@@ -1,5 +1,5 @@
 """The task-agnostic training loop: AdamW, step decay with optional warm-up, clipping, mixed precision, accumulation,
-EMA, early stopping, per-epoch atomic checkpoints and exact resume.
+EMA, early stopping, per-epoch atomic checkpoints and exact resume; fine-tuning starts from ``init_from``'s weights.
 
 The loop talks to the task only through :class:`cspineai.training.tasks.Task` (model factory, data items, transforms,
 step, metrics). Outputs of a run in ``output_dir``: ``config.yaml`` (resolved), ``checkpoints/last.pt`` (every epoch),
@@ -28,6 +28,7 @@ from . import data as data_mod
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from .config import config_differences, dump_config
 from .distributed import DistInfo, barrier, broadcast_object, wrap_model
+from .init_from import initialise_weights
 from .logging import RunLogger
 from .tasks import Task, get_task
 
@@ -176,6 +177,10 @@ def fit(config: dict, info: DistInfo | None = None, resume: bool = False, cancel
                                     config["data"]["cache"], cache_dir / "val", workers) if val_cases else None)
 
     model = task.build_model(config).to(device)
+    init, init_note = None, ""  # init: what the weights started from, kept in every checkpoint for the model card
+    if config.get("init_from") and not resume:  # on resume the checkpoint holds the weights that training reached
+        start = initialise_weights(model, config)
+        init, init_note = start.record, f"initialised from {start.label} (sha256 {start.record['sha256'][:12]})"
     ema = _ema_model(model, optim["ema"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim["lr"], weight_decay=optim["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _LrSchedule(optim))
@@ -199,7 +204,7 @@ def fit(config: dict, info: DistInfo | None = None, resume: bool = False, cancel
         scaler.load_state_dict(state["scaler"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
-        start_epoch, history = int(state["epoch"]), list(state["history"])
+        start_epoch, history, init = int(state["epoch"]), list(state["history"]), state.get("init")
         best, bad_epochs = dict(state["best"]), int(state["bad_epochs"])
         set_rng_state(state["rng"])
     model_w = wrap_model(model, info)
@@ -211,6 +216,8 @@ def fit(config: dict, info: DistInfo | None = None, resume: bool = False, cancel
         logger.message(f"task {task.name}: {len(train_cases)} training / {len(val_cases)} validation cases, "
                        f"device {device}, {info.world_size} process(es)"
                        + (f", resuming after epoch {start_epoch}" if resume else ""))
+        if init_note:
+            logger.message(init_note)
     batch_size = config["data"]["batch_size"]
     val_batch = config["data"]["val_batch_size"] or batch_size
     collate = task.collate()
@@ -261,6 +268,7 @@ def fit(config: dict, info: DistInfo | None = None, resume: bool = False, cancel
                 "best": best,
                 "bad_epochs": bad_epochs,
                 "task": task.name,
+                "init": init,
             }
             save_checkpoint(ckpt_dir / "last.pt", state)
             if improved or val_ds is None:

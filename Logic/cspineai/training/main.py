@@ -88,7 +88,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .loop import fit
     from .tasks import get_task
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides, resume=args.resume)
     info = init_distributed(config["device"])
     cancel = CancelToken()
     # SIGTERM (Slicer's process runner cancelling, a cluster's pre-emption) ends the run between steps; the last
