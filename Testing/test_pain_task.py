@@ -205,3 +205,102 @@ def test_ablation_driver_runs_a_minimal_protocol_end_to_end_and_skips_finished_r
     assert len(scores["score"]) == 2
     assert ablation.main(argv) == 0  # everything finished: nothing is trained or rescored again
     assert result.stat().st_mtime_ns == stamp
+
+
+def test_evaluation_reports_the_ceilings_of_synthetic_cases_and_nothing_for_real_ones(tmp_path):
+    import json
+
+    from cspineai.manifest import Case
+    from cspineai.phantom import sample_parameters
+    from cspineai.tasks.pain import PainTask
+
+    cases = []
+    for seed in range(30):
+        drawn = sample_parameters(5000 + seed)
+        file = tmp_path / f"clinical_{seed}.json"
+        file.write_text(json.dumps({"pain_probability": drawn["probability"], "findings": drawn["patient"].findings},
+                                   default=float), encoding="utf-8")
+        cases.append(Case(case_id=f"c{seed}", label=drawn["label"], paths={"clinical": file}))
+    figures = PainTask().reference_figures(cases)
+    assert set(figures) == {"bayes_accuracy", "image_only_bayes_accuracy", "image_only_oracle_accuracy",
+                            "image_only_oracle_auc"}
+    assert 0.5 <= figures["image_only_bayes_accuracy"] <= 1.0 and 0.5 <= figures["bayes_accuracy"] <= 1.0
+    assert figures["image_only_oracle_auc"] > 0.7  # the findings carry most of the outcome
+    assert PainTask().reference_figures([*cases, Case(case_id="real", label=0)]) == {}
+
+
+def test_auxiliary_findings_head_trains_on_synthetic_findings_and_masks_cases_without_them(tmp_path):
+    import json
+
+    from monai.data import DataLoader, Dataset
+
+    from cspineai.manifest import read_manifest, write_manifest
+    from cspineai.nn.classifier import build_classifier
+    from cspineai.phantom import sample_parameters
+    from cspineai.tasks.pain import AUX_FINDINGS, PainTask
+
+    cases = read_manifest(write_tiny_cohort(tmp_path, n_cases=4))
+    for n, case in enumerate(cases[:2]):  # two synthetic cases with findings, two "real" ones without
+        drawn = sample_parameters(700 + n)
+        file = tmp_path / f"clinical_{n}.json"
+        file.write_text(json.dumps({**drawn["clinical"], "findings": drawn["patient"].findings}, default=float),
+                        encoding="utf-8")
+        case.paths["clinical"] = file
+    manifest = write_manifest(cases, tmp_path / "with_findings.csv")
+    config = tiny_config(manifest, "task_options.aux_findings=0.5")
+    task = PainTask()
+    model = task.build_model(config)
+    assert model.aux_head.out_features == len(AUX_FINDINGS)
+    items = task.data_items(read_manifest(manifest), config)
+    assert np.isfinite(items[0]["aux"]).all() and np.isnan(items[3]["aux"]).all()
+    batch = next(iter(DataLoader(Dataset(items, task.transforms(config, True)), batch_size=4,
+                                 collate_fn=task.collate())))
+    loss, _ = task.step(model, batch, config)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert model.aux_head.weight.grad.abs().sum() > 0
+    # The deployed model rebuilds from its stored configuration with the head, so its weights load strictly.
+    build_classifier(model.config).load_state_dict(model.state_dict())
+    # Without the option the model has no head and the items no targets (the paper's protocol).
+    plain = tiny_config(manifest)
+    assert task.build_model(plain).aux_head is None and "aux" not in task.data_items(cases, plain)[0]
+
+
+def test_ablation_pins_labels_only_training_keeps_aux_runs_apart_and_prints_no_repository_path(
+        tiny_manifest, tmp_path, monkeypatch):
+    import cspineai.training.config as config_module
+
+    ablation = _load_ablation()
+    pair = ("T1_sag", "CT_bone")
+    base = ["--manifest", str(tiny_manifest), "--pairs", "T1_sag+CT_bone", "--models", "conv,abpdc"]
+    # As if a configuration file set a weight for the shipped model: the paper's protocol must not inherit it.
+    load_config = config_module.load_config
+    monkeypatch.setattr(config_module, "load_config",
+                        lambda file, sets: load_config(file, ["task_options.aux_findings=0.7", *sets]))
+    for protocol in ablation.PROTOCOLS:
+        args = ablation.parse_args([*base, "--protocol", protocol])
+        assert [key for _, key in ablation.plan_runs(args)] == ["conv", "abpdc"]
+        assert ablation.run_config(args, pair, "abpdc", 0, tmp_path / "run")["task_options"]["aux_findings"] == 0.0
+    args = ablation.parse_args([*base, "--aux-findings", "0.5"])
+    keys = [key for _, key in ablation.plan_runs(args)]
+    assert keys == ["conv+aux0.5", "abpdc+aux0.5"]  # own folders: never skipped as, or mixed with, label-only runs
+    assert ablation.run_config(args, pair, keys[1], 0, tmp_path / "run")["task_options"]["aux_findings"] == 0.5
+
+    # The report: both runs as their own rows, every path inside the repository relative to its root.
+    args = ablation.parse_args(["--manifest", str(REPO / "data" / "pain250" / "manifest.csv"), "--aux-findings", "0.5"])
+    protocol = {"name": "reduced", "epochs": 1, "sagittal_size": [8, 32, 32], "axial_size": [8, 32, 32],
+                "widths": [4, 8, 8, 8]}
+    protocols = [{**protocol, "command": f"python benchmarks/ablation_pain.py --manifest {REPO}/data/old/manifest.csv"},
+                 {**protocol, "aux_findings": 0.5, "cohort": "data/pain250/manifest.csv", "command": args.command}]
+    row = {"folds": 1, "f1": "–", "auc": "–", "auc_ci": "–", "val_auc": "–", "auc_mean": 0.5}
+    table = {"pairs": [pair], "variants": ["abpdc"], "aux_keys": ["abpdc+aux0.5"],
+             "summaries": {ablation.run_name(pair, "abpdc"): {**row, "accuracy": "0.610 ± 0.000"},
+                           ablation.run_name(pair, "abpdc+aux0.5"): {**row, "accuracy": "0.720 ± 0.000"}}}
+    reference = {"bayes_accuracy": 0.87, "image_only_bayes_accuracy": 0.8, "image_only_oracle_accuracy": 0.78,
+                 "image_only_oracle_auc": 0.85}
+    text = ablation.render(args, args.command, read_manifest(tiny_manifest), reference, table, protocols)
+    assert "| ABPDC | 1 | 0.610 ± 0.000 |" in text
+    assert "| ABPDC + auxiliary findings (weight 0.5; synthetic only) | 1 | 0.720 ± 0.000 |" in text
+    assert "auxiliary findings weight 0.5" in text and "image-only oracle" in text
+    assert "`data/pain250/manifest.csv`" in text and "--manifest data/old/manifest.csv" in text
+    assert str(REPO) not in text

@@ -3,6 +3,7 @@
     python benchmarks/ablation_pain.py                                  # everything, the CPU protocol (long)
     python benchmarks/ablation_pain.py --protocol reduced --pairs T1_sag+CT_bone --models conv,cdc,abpdc --folds 0,1
     python benchmarks/ablation_pain.py --report-only                    # rewrite the Markdown from finished runs
+    python benchmarks/ablation_pain.py --models abpdc --aux-findings 0.5  # ABPDC with the auxiliary findings loss
 
 Table 1: for each of the six modality pairs (methods.md section 2), the two-branch pyramid classifier with plain
 convolution (``conv``), CDC (fixed theta = 0.7, full support) and ABPDC (adaptive theta, pyramid support); "+ FPRAN"
@@ -13,9 +14,10 @@ Protocol of every run (one configuration, one fold k): train on the training cas
 (early stopping, best epoch and the Youden threshold are chosen there), then score the cohort's held-out test cases
 (``split = test``, never seen in training or model selection) with that threshold. Per configuration the table gives
 accuracy, F1 and AUC on the test cases as mean ± SD over the folds that ran, the DeLong 95% CI of the AUC of the fold
-models' averaged probabilities, and the validation AUC. Beside the numbers: the cohort's Bayes-optimal accuracy
-(each case's true pain probability known: mean of max(p, 1 - p)) and an image-findings oracle (the rule's image terms
-read exactly, clinical covariates unknown), the ceilings any image classifier works under.
+models' averaged probabilities, and the validation AUC. Beside the numbers, the ceilings of a synthetic cohort's test
+cases from ``PainTask.reference_figures`` (their one implementation): the Bayes-optimal accuracy (each case's true pain
+probability known) and, for a classifier that sees only the images, the image-only Bayes-optimal accuracy and the
+accuracy and AUC of the image-only oracle P(pain | image findings), clinical covariates marginalised.
 
 Resumable: a run whose ``test_scores.json`` exists is skipped; one with a ``last.pt`` but no result is resumed
 (``--resume`` of the engine: bitwise the same as an uninterrupted run on the CPU). Runs are independent folders, so
@@ -23,9 +25,16 @@ several drivers with disjoint ``--models``/``--pairs`` can run at once; each rew
 run (atomically). The Markdown printed on stdout is the file written.
 
 Protocols (``--protocol``): ``paper`` = ``Training/configs/pain.yaml`` (the paper's defaults, for a GPU);
-``cpu`` = ``Training/configs/pain_cpu.yaml`` (the shipped model's protocol); ``reduced`` = the CPU protocol on smaller
-working sizes (sagittal 16 x 64 x 64, axial 16 x 48 x 48: same fields of view, coarser spacing) with ``--epochs``
-(default 12) epochs. ``--epochs``, ``--sagittal-size``, ``--axial-size`` override any protocol and the Markdown says so.
+``cpu`` = ``Training/configs/pain_cpu.yaml`` (the shipped model's protocol, on labels alone); ``reduced`` = the CPU
+protocol on smaller working sizes (sagittal 16 x 64 x 64, axial 16 x 48 x 48: same fields of view, coarser spacing)
+with ``--epochs`` (default 12) epochs. ``--epochs``, ``--sagittal-size``, ``--axial-size`` override any protocol and
+the Markdown says so. Every protocol trains on the labels alone (``task_options.aux_findings = 0``, as the paper
+does, whatever ``pain_cpu.yaml`` sets for the shipped model). ``--aux-findings W`` trains the chosen models with the
+auxiliary findings loss of weight W instead (synthetic cohorts only); those runs live in their own folders (model key
+``abpdc+aux0.5``) and rows, so they are never mistaken for, or skipped as, label-only runs.
+
+The default cohort is ``data/pain250/manifest.csv`` (``python Training/cohorts.py pain --out data``). The Markdown
+names paths inside the repository relative to its root (the command line too), so it reads the same on any machine.
 """
 
 from __future__ import annotations
@@ -39,13 +48,13 @@ import sys
 import time
 from pathlib import Path
 
-from cspineai.environment import cpu_name
-
 REPO = Path(__file__).resolve().parents[1]
 try:
     import cspineai  # noqa: F401
 except ImportError:
     sys.path.insert(0, str(REPO / "Logic"))
+
+from cspineai.environment import cpu_name  # noqa: E402
 
 VARIANT_MODELS = ("conv", "cdc", "abpdc")
 BASELINE_MODELS = ("resnet", "vit", "efficientnet", "densenet")
@@ -54,69 +63,75 @@ BASELINE_PAIRS = (("T1_sag", "T2_tra"), ("T1_sag", "CT_bone"))
 MODEL_LABELS = {"conv": "plain conv", "cdc": "CDC (θ=0.7)", "pdc": "PDC (θ=0.7)", "acdc": "ACDC", "abpdc": "ABPDC",
                 "resnet": "ResNet-10 (MONAI)", "vit": "ViT (MONAI patch embedding)",
                 "efficientnet": "EfficientNet-B0 (MONAI)", "densenet": "DenseNet (MONAI)"}
+#: The paper trains on labels alone: pinned so that a weight set in a configuration file for the shipped model never
+#: changes the ablation (``--aux-findings`` runs set their own, see :func:`model_key`).
+LABELS_ONLY = {"task_options.aux_findings": 0.0}
 PROTOCOLS = {
-    "paper": ("pain.yaml", {}),
-    "cpu": ("pain_cpu.yaml", {}),
-    "reduced": ("pain_cpu.yaml", {"task_options.sagittal_size": [16, 64, 64], "task_options.axial_size": [16, 48, 48],
-                                  "optim.epochs": 12, "early_stopping.patience": 0}),
+    "paper": ("pain.yaml", {**LABELS_ONLY}),
+    "cpu": ("pain_cpu.yaml", {**LABELS_ONLY}),
+    "reduced": ("pain_cpu.yaml", {**LABELS_ONLY, "task_options.sagittal_size": [16, 64, 64],
+                                  "task_options.axial_size": [16, 48, 48], "optim.epochs": 12,
+                                  "early_stopping.patience": 0}),
 }
 
 
-# --- cohort references -------------------------------------------------------------------------------------------
+# --- paths in the report ----------------------------------------------------------------------------------------
 
 
-def cohort_reference(cases) -> dict:
-    """Ceilings of the synthetic cohort from each case's ``clinical.json`` (absent: an empty dict).
-
-    ``bayes_all`` / ``bayes_test``: mean of max(p, 1 - p) over all / test cases, p = the case's true pain probability
-    (the accuracy of a classifier that knows every input of the outcome rule). ``oracle_*``: the rule's image terms
-    (extensor fat, facets, Modic, cord compression, T2 signal, OPLL) read exactly and summed as the rule sums them,
-    clinical covariates unknown; AUC on the test cases, accuracy there at the Youden threshold chosen on the training
-    cases.
+def repo_relative(text: str, cwd: Path | None = None) -> str:
+    """A path (or ``--option=path``) as the report prints it: relative to the repository root when it lies inside it,
+    so the report reads the same on every machine; anything else unchanged. With ``cwd``, relative paths that exist
+    there are read from it (a command typed elsewhere); without, only absolute paths are rewritten (recorded commands).
     """
-    import numpy as np
+    head, sep, path = text.partition("=") if text.startswith("-") else ("", "", text)
+    if cwd is not None and path and not os.path.isabs(path) and (cwd / path).exists():
+        path = str(cwd / path)
+    if not os.path.isabs(path):
+        return text
+    for candidate in (Path(os.path.abspath(path)), Path(path).resolve()):  # as typed, then through symlinks
+        if candidate.is_relative_to(REPO):
+            return head + sep + (candidate.relative_to(REPO).as_posix() or ".")
+    return head + sep + path
 
-    from cspineai.metrics.classification import binary_report, youden_threshold
-    from cspineai.phantom import outcome
 
-    rows = []
-    for case in cases:
-        file = case.paths.get("clinical")
-        if file is None or not Path(file).is_file():
-            return {}
-        clinical = json.loads(Path(file).read_text(encoding="utf-8"))
-        terms = outcome.rule_terms(clinical["findings"], clinical)
-        image = sum(terms[k] for k in ("extensor_fat", "facet", "modic", "compression", "t2_hyperintensity", "opll"))
-        rows.append((case.split == "test", int(case.label), float(clinical["pain_probability"]), image))
-    test = np.array([r[0] for r in rows])
-    y = np.array([r[1] for r in rows])
-    p = np.array([r[2] for r in rows])
-    image = np.array([r[3] for r in rows])
-    best = np.maximum(p, 1.0 - p)
-    out = {"n": len(rows), "n_test": int(test.sum()), "prevalence": float(y.mean()),
-           "bayes_all": float(best.mean()), "bayes_test": float(best[test].mean()) if test.any() else math.nan}
-    if test.any() and (~test).any() and 0 < y[test].sum() < test.sum():
-        threshold = youden_threshold(y[~test], image[~test])
-        report = binary_report(y[test], image[test], threshold)
-        out.update(oracle_accuracy=report["accuracy"], oracle_auc=report["auc"], oracle_auc_low=report["auc_low"],
-                   oracle_auc_high=report["auc_high"])
-        # The Bayes rule's own AUC on the test labels (p known exactly): the AUC ceiling.
-        out["bayes_auc_test"] = binary_report(y[test], p[test], 0.5)["auc"]
-    return out
+def portable_command(tokens) -> str:
+    """The driver's command line with paths inside the repository relative to its root (see :func:`repo_relative`)."""
+    return "python benchmarks/ablation_pain.py " + " ".join(shlex.quote(repo_relative(t)) for t in tokens)
 
 
 # --- one run -------------------------------------------------------------------------------------------------------
 
 
-def run_name(pair: tuple[str, str], model: str) -> str:
-    return f"{pair[0]}+{pair[1]}/{model}"
+def model_key(model: str, aux_findings: float = 0.0) -> str:
+    """Folder and row of ``model`` trained with the auxiliary findings loss of this weight (``abpdc+aux0.5``); a
+    label-only run keeps the bare name, so the two never share a folder."""
+    return f"{model}+aux{aux_findings:g}" if aux_findings > 0 else model
 
 
-def run_config(args, pair: tuple[str, str], model: str, fold: int, out: Path) -> dict:
+def split_model_key(key: str) -> tuple[str, float]:
+    """``(model, aux_findings weight)`` of a :func:`model_key`."""
+    model, _, weight = key.partition("+aux")
+    return model, float(weight or 0.0)
+
+
+def model_label(key: str) -> str:
+    model, aux_findings = split_model_key(key)
+    label = MODEL_LABELS.get(model, model)
+    return f"{label} + auxiliary findings (weight {aux_findings:g}; synthetic only)" if aux_findings > 0 else label
+
+
+def run_name(pair: tuple[str, str], key: str) -> str:
+    return f"{pair[0]}+{pair[1]}/{key}"
+
+
+def run_config(args, pair: tuple[str, str], key: str, fold: int, out: Path) -> dict:
     from cspineai.training.config import load_config
 
     config_file, protocol = PROTOCOLS[args.protocol]
+    model, aux_findings = split_model_key(key)
     overrides = {**protocol, **protocol_overrides(args)}
+    if aux_findings > 0:  # read from the folder's name, so a resumed run keeps the weight it started with
+        overrides["task_options.aux_findings"] = aux_findings
     sets = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     sets += [f"manifest={Path(args.manifest).resolve()}", f"output_dir={out}", f"data.fold={fold}",
              f"task_options.series={json.dumps(list(pair))}", "data.cache=disk",
@@ -173,23 +188,23 @@ def score_test_cases(config: dict, checkpoint: Path, test_cases) -> dict:
             "epoch": int(state.get("epoch") or 0)}
 
 
-def run_one(args, pair, model, fold, cases_test) -> dict | None:
+def run_one(args, pair, key, fold, cases_test) -> dict | None:
     """Train (or resume) one configuration on one fold and score the test cases; ``None`` when it is not done."""
     from cspineai.atomic import atomic_write_text
     from cspineai.training.distributed import DistInfo
     from cspineai.training.loop import fit
 
-    out = Path(args.out) / run_name(pair, model) / f"fold_{fold}"
+    out = Path(args.out) / run_name(pair, key) / f"fold_{fold}"
     result_file = out / "test_scores.json"
     if result_file.is_file():
         return json.loads(result_file.read_text(encoding="utf-8"))
     if args.report_only:
         return None
-    config = run_config(args, pair, model, fold, out)
+    config = run_config(args, pair, key, fold, out)
     resume = (out / "checkpoints" / "last.pt").is_file() and not (out / "metrics.json").is_file()
     start = time.perf_counter()
     if not (out / "metrics.json").is_file():
-        print(f"[ablation] {run_name(pair, model)} fold {fold}: training{' (resumed)' if resume else ''}",
+        print(f"[ablation] {run_name(pair, key)} fold {fold}: training{' (resumed)' if resume else ''}",
               file=sys.stderr, flush=True)
         fit(config, DistInfo(), resume=resume)
     result = score_test_cases(config, out / "checkpoints" / "best.pt", cases_test)
@@ -197,10 +212,12 @@ def run_one(args, pair, model, fold, cases_test) -> dict | None:
     result["command"] = args.command
     result["protocol"] = {"name": args.protocol, "epochs": config["optim"]["epochs"],
                           "sagittal_size": config["task_options"]["sagittal_size"],
-                          "axial_size": config["task_options"]["axial_size"], "widths": config["model"]["widths"]}
+                          "axial_size": config["task_options"]["axial_size"], "widths": config["model"]["widths"],
+                          "aux_findings": float(config["task_options"]["aux_findings"]),
+                          "cohort": repo_relative(args.manifest, Path.cwd())}
     atomic_write_text(result_file, json.dumps(result, indent=1) + "\n")
     figures = result["figures"]
-    print(f"[ablation] {run_name(pair, model)} fold {fold}: test accuracy {figures['accuracy']:.3f} "
+    print(f"[ablation] {run_name(pair, key)} fold {fold}: test accuracy {figures['accuracy']:.3f} "
           f"AUC {figures['auc']:.3f} ({result['train_seconds']:.0f} s)", file=sys.stderr, flush=True)
     return result
 
@@ -252,39 +269,50 @@ def _row(label: str, summary: dict) -> str:
             f"{summary['auc_ci']} | {summary['val_auc']} |")
 
 
+def _protocol_text(p: dict) -> str:
+    # Runs finished before a key was recorded: label-only (the option did not exist), cohort unknown.
+    aux_findings = p.get("aux_findings", 0.0)
+    return (f"{p['name']}: {p['epochs']} epochs max, sagittal {'x'.join(map(str, p['sagittal_size']))}, axial "
+            f"{'x'.join(map(str, p['axial_size']))}, widths {p['widths']}"
+            + (f", auxiliary findings weight {aux_findings:g}" if aux_findings > 0 else "")
+            + f", cohort `{p.get('cohort', 'not recorded')}`")
+
+
 def render(args, command: str, cases, reference: dict, table: dict, protocols: list[dict]) -> str:
+    """The Markdown report. ``reference``: ``PainTask.reference_figures`` of the test cases (empty for real ones);
+    ``table``: ``pairs``, ``variants`` (models of Table 1), ``aux_keys`` (``--aux-findings`` rows) and ``summaries``
+    (:func:`summarise` per :func:`run_name`)."""
     import torch
 
     n_test = sum(c.split == "test" for c in cases)
     n_train = len(cases) - n_test
     folds = sorted({c.fold for c in cases if c.split != "test" and c.fold is not None})
+    prevalence = sum(int(c.label) for c in cases) / len(cases)
     lines = ["# Neck-pain classifier ablation on the synthetic cohort (structure of paper 000, Tables 1 and 2)", "",
              f"Command: `{command}`", "",
-             f"- Cohort: `{args.manifest}`: {len(cases)} cases, {n_train} for training/validation in {len(folds)} "
-             f"folds, {n_test} held-out test cases (`split = test`).",
+             f"- Cohort: `{repo_relative(args.manifest, Path.cwd())}`: {len(cases)} cases, {n_train} for "
+             f"training/validation in {len(folds)} folds, {n_test} held-out test cases (`split = test`); prevalence "
+             f"of pain {prevalence:.3f}.",
              f"- Machine: {cpu_name()}, {os.cpu_count()} CPU core(s) shared with other jobs (load average "
              f"{os.getloadavg()[0]:.1f} when this report was written), torch {torch.__version__}, "
              f"{torch.get_num_threads()} torch thread(s) per run; no GPU. Times are indicative only."]
     if reference:
-        ref = {k: reference.get(k, math.nan) for k in ("bayes_auc_test", "oracle_accuracy", "oracle_auc",
-                                                          "oracle_auc_low", "oracle_auc_high")}
-        lines.append(f"- Ceilings: Bayes-optimal accuracy {reference['bayes_test']:.3f} on the test cases "
-                     f"({reference['bayes_all']:.3f} on all {reference['n']} cases; true pain probability known, "
-                     f"AUC {ref['bayes_auc_test']:.3f} on the test cases). Image-findings oracle "
-                     "(the rule's image terms read exactly, clinical covariates unknown): accuracy "
-                     f"{ref['oracle_accuracy']:.3f}, AUC {ref['oracle_auc']:.3f} "
-                     f"[{ref['oracle_auc_low']:.3f}, {ref['oracle_auc_high']:.3f}]"
-                     f" on the test cases. Prevalence of pain {reference['prevalence']:.3f}.")
-    commands = sorted({p.get("command", "not recorded") for p in protocols})
+        lines.append(f"- Ceilings on the {n_test} test cases (`PainTask.reference_figures`): Bayes-optimal accuracy "
+                     f"{reference['bayes_accuracy']:.3f} (true pain probability known); for a classifier that sees "
+                     f"only the images, Bayes-optimal accuracy {reference['image_only_bayes_accuracy']:.3f} and the "
+                     "image-only oracle P(pain | image findings) (clinical covariates marginalised): accuracy "
+                     f"{reference['image_only_oracle_accuracy']:.3f} at 0.5, AUC "
+                     f"{reference['image_only_oracle_auc']:.3f}.")
+    # Commands recorded before the report went portable may hold absolute paths.
+    commands = sorted({portable_command(shlex.split(p["command"])[2:]) if "command" in p else "not recorded"
+                       for p in protocols})
     lines += [f"- Runs below produced by: {'; '.join(f'`{c}`' for c in commands) or 'none yet'}."]
-    protocols = [{k: v for k, v in p.items() if k != "command"} for p in protocols]
-    seen = {json.dumps(p, sort_keys=True) for p in protocols}
-    described = "; ".join(
-        f"{p['name']}: {p['epochs']} epochs max, sagittal {'x'.join(map(str, p['sagittal_size']))}, axial "
-        f"{'x'.join(map(str, p['axial_size']))}, widths {p['widths']}" for p in map(json.loads, sorted(seen)))
+    described = "; ".join(sorted({_protocol_text(p) for p in protocols}))
     lines += [f"- Protocol of the runs below: {described or 'none finished'} (see the driver's docstring; "
               "`reduced` and epoch caps are below the paper's 100 epochs at full size, so these are not the paper's "
-              "protocol).",
+              "protocol). All runs train on the labels alone, as the paper does, except rows marked \"auxiliary "
+              "findings\" (`--aux-findings W`), whose network also regresses the synthetic outcome rule's image "
+              "findings with loss weight W: privileged information that only a synthetic cohort has.",
               "- Each cell: test-case figures of the fold models, mean ± SD over the folds that ran (threshold: "
               "Youden on that fold's validation cases); AUC 95% CI: DeLong, on the fold models' averaged "
               "probabilities; last column: validation AUC (best epoch, fold's own validation cases).", ""]
@@ -293,15 +321,15 @@ def render(args, command: str, cases, reference: dict, table: dict, protocols: l
     lines += ["## Table 1: modality pairs × convolution variants", ""]
     for pair in table["pairs"]:
         lines += [f"### {pair[0]} + {pair[1]}", "", *header]
-        for model in table["variants"]:
-            lines.append(_row(MODEL_LABELS.get(model, model), table["summaries"].get(run_name(pair, model), {})))
+        for key in _with_aux(table["variants"], table["aux_keys"]):
+            lines.append(_row(model_label(key), table["summaries"].get(run_name(pair, key), {})))
         lines.append("| + FPRAN | not available yet (registration issue) | | | | | |")
         lines.append("")
     lines += ["## Table 2: MONAI baselines in the same two-branch frame", ""]
     for pair in BASELINE_PAIRS:
         lines += [f"### {pair[0]} + {pair[1]}", "", *header]
-        for model in (*BASELINE_MODELS, "abpdc"):
-            lines.append(_row(MODEL_LABELS.get(model, model), table["summaries"].get(run_name(pair, model), {})))
+        for key in _with_aux((*BASELINE_MODELS, "abpdc"), table["aux_keys"]):
+            lines.append(_row(model_label(key), table["summaries"].get(run_name(pair, key), {})))
         lines.append("")
     lines += ["## ABPDC against CDC", ""]
     verdicts = []
@@ -317,6 +345,11 @@ def render(args, command: str, cases, reference: dict, table: dict, protocols: l
     return "\n".join(lines)
 
 
+def _with_aux(models, aux_keys) -> list[str]:
+    """Each model's label-only row followed by its ``--aux-findings`` rows."""
+    return [key for model in models for key in (model, *(k for k in aux_keys if split_model_key(k)[0] == model))]
+
+
 def parse_pairs(text: str):
     from cspineai.nn.classifier import PAPER_PAIRS
 
@@ -329,9 +362,9 @@ def parse_pairs(text: str):
     return pairs
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--manifest", default=str(REPO / "data" / "cohort250" / "manifest.csv"))
+    parser.add_argument("--manifest", default=str(REPO / "data" / "pain250" / "manifest.csv"))
     parser.add_argument("--out", default=str(REPO / "runs" / "ablation-pain"), help="run folders and the disk cache")
     parser.add_argument("--markdown", default=str(REPO / "docs" / "results" / "pain_ablation.md"))
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cpu")
@@ -343,18 +376,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=0, help="override the protocol's epochs")
     parser.add_argument("--sagittal-size", type=int, nargs=3, metavar=("D", "H", "W"))
     parser.add_argument("--axial-size", type=int, nargs=3, metavar=("D", "H", "W"))
+    parser.add_argument("--aux-findings", type=float, default=0.0, metavar="W",
+                        help="train the chosen models with the auxiliary findings loss of weight W (synthetic cohorts "
+                             "only; own folders and rows); default 0: labels alone, the paper's protocol")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1: see pain_cpu.yaml)")
     parser.add_argument("--report-only", action="store_true", help="run nothing; rewrite the Markdown")
     args = parser.parse_args(argv)
+    if args.aux_findings < 0:
+        parser.error("--aux-findings must be 0 (labels alone) or a positive weight")
+    tokens = sys.argv[1:] if argv is None else argv
+    args.command = portable_command(repo_relative(t, Path.cwd()) for t in tokens)
+    return args
+
+
+def plan_runs(args) -> list[tuple[tuple[str, str], str]]:
+    """``(pair, model key)`` of every configuration this invocation trains; baselines on the Table 2 pairs only."""
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    pairs = parse_pairs(args.pairs)
+    jobs = [(pair, m) for pair in pairs for m in models if m not in BASELINE_MODELS]
+    jobs += [(pair, m) for pair in pairs if pair in BASELINE_PAIRS for m in models if m in BASELINE_MODELS]
+    return [(pair, model_key(m, args.aux_findings)) for pair, m in jobs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     import torch
 
     from cspineai.atomic import atomic_write_text
     from cspineai.manifest import read_manifest
+    from cspineai.training.tasks import get_task
 
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/ablation_pain.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    args.command = command
     cases = read_manifest(args.manifest, require=("label",))
     test_cases = [c for c in cases if c.split == "test"]
     if not test_cases:
@@ -364,25 +417,25 @@ def main(argv: list[str] | None = None) -> int:
     folds = sorted({c.fold for c in cases if c.split != "test" and c.fold is not None})
     if args.folds != "all":
         folds = [int(f) for f in args.folds.split(",")]
-    pairs = parse_pairs(args.pairs)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    variants = [m for m in models if m not in BASELINE_MODELS]
-    jobs = [(pair, model) for pair in pairs for model in variants]
-    jobs += [(pair, model) for pair in pairs if pair in BASELINE_PAIRS for model in models if model in BASELINE_MODELS]
-    for pair, model in jobs:
+    jobs = plan_runs(args)
+    for pair, key in jobs:
         for fold in folds:
-            run_one(args, pair, model, fold, test_cases)
+            run_one(args, pair, key, fold, test_cases)
 
     # The report covers every finished run under --out (other drivers' too), whatever this invocation ran.
-    table = {"pairs": parse_pairs("all"), "variants": [m for m in (*VARIANT_MODELS, "pdc", "acdc")
-                                                       if m in VARIANT_MODELS or m in variants], "summaries": {}}
-    protocols = []
+    summaries, protocols = {}, []
     for folder in sorted(Path(args.out).glob("*+*/*")):
         results = [json.loads(f.read_text(encoding="utf-8")) for f in sorted(folder.glob("fold_*/test_scores.json"))]
         if results:
-            table["summaries"][f"{folder.parent.name}/{folder.name}"] = summarise(results)
-            protocols += [{**r["protocol"], "command": r.get("command", "not recorded")} for r in results]
-    markdown = render(args, command, cases, cohort_reference(cases), table, protocols)
+            summaries[f"{folder.parent.name}/{folder.name}"] = summarise(results)
+            protocols += [{**r["protocol"], **({"command": r["command"]} if "command" in r else {})} for r in results]
+    keys = {key for _, key in jobs} | {name.split("/")[1] for name in summaries}
+    models = {split_model_key(k)[0] for k in keys}
+    table = {"pairs": parse_pairs("all"), "summaries": summaries,
+             "variants": [m for m in (*VARIANT_MODELS, "pdc", "acdc") if m in VARIANT_MODELS or m in models],
+             "aux_keys": sorted((k for k in keys if split_model_key(k)[1] > 0), key=split_model_key)}
+    reference = get_task("pain").reference_figures(test_cases)
+    markdown = render(args, args.command, cases, reference, table, protocols)
     atomic_write_text(args.markdown, markdown)
     print(markdown)
     return 0

@@ -51,6 +51,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "norm": "batch",
     "dropout": 0.0,
     "num_classes": 2,
+    "aux_outputs": 0,  # > 0: a second linear head on the same pooled features (training-time auxiliary targets)
 }
 
 #: The modality pairs of the paper's Table 1, (sagittal, axial).
@@ -72,11 +73,13 @@ class ClassifierOutput:
         logits: ``(B, num_classes)``.
         features: per series, the pooled last-level feature ``(B, out_channels)`` that enters the linear head.
         pyramids: per series, the branch's feature maps fine to coarse, ``[(B, C_i, D_i, H_i, W_i), ...]``.
+        aux: ``(B, aux_outputs)`` from the auxiliary head, or None when the model has none.
     """
 
     logits: torch.Tensor
     features: dict[str, torch.Tensor]
     pyramids: dict[str, list[torch.Tensor]]
+    aux: torch.Tensor | None = None
 
 
 # --- MONAI baselines as branches ------------------------------------------------------------------------------------
@@ -233,6 +236,8 @@ class TwoBranchClassifier(nn.Module):
         branches: series name -> branch (see the module docstring); the axial series first.
         num_classes: 2 (no pain, pain).
         dropout: dropout on the concatenated features.
+        aux_outputs: > 0 adds a second linear head on the same pooled features, trained on auxiliary targets (the
+            ``pain`` task's ``aux_findings``: the synthetic generator's image findings); the pain logits never use it.
         config: the configuration the model was built from (kept for saving and reloading).
 
     ``forward(inputs)`` takes ``{series: (B, 1, D, H, W)}`` and returns logits ``(B, num_classes)``, or a
@@ -240,13 +245,14 @@ class TwoBranchClassifier(nn.Module):
     """
 
     def __init__(self, branches: Mapping[str, nn.Module], num_classes: int = 2, dropout: float = 0.0,
-                 config: Mapping[str, Any] | None = None):
+                 config: Mapping[str, Any] | None = None, aux_outputs: int = 0):
         super().__init__()
         self.series = tuple(branches)
         self.branches = nn.ModuleDict(dict(branches))
         width = sum(int(b.out_channels) for b in self.branches.values())
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(width, num_classes)
+        self.aux_head = nn.Linear(width, aux_outputs) if aux_outputs > 0 else None
         self.config = dict(config or {})
 
     def target_layers(self) -> dict[str, nn.Module]:
@@ -259,9 +265,11 @@ class TwoBranchClassifier(nn.Module):
             raise CSpineInputError(f"{', '.join(missing)} series", "is required by this model but was not provided")
         pyramids = {name: self.branches[name](inputs[name]) for name in self.series}
         features = {name: pyramid[-1].mean(dim=tuple(range(2, pyramid[-1].ndim))) for name, pyramid in pyramids.items()}
-        logits = self.head(self.dropout(torch.cat([features[name] for name in self.series], dim=1)))
+        pooled = self.dropout(torch.cat([features[name] for name in self.series], dim=1))
+        logits = self.head(pooled)
         if return_features:
-            return ClassifierOutput(logits, features, pyramids)
+            aux = self.aux_head(pooled) if self.aux_head is not None else None
+            return ClassifierOutput(logits, features, pyramids, aux)
         return logits
 
 
@@ -314,7 +322,7 @@ def build_classifier(config: Mapping[str, Any] | None = None) -> TwoBranchClassi
     """The two-branch classifier described by ``config`` (see the module docstring); a factory for every backbone."""
     config = resolve_config(config)
     branches = {s: build_branch(config, s) for s in config["series"]}
-    return TwoBranchClassifier(branches, config["num_classes"], config["dropout"], config)
+    return TwoBranchClassifier(branches, config["num_classes"], config["dropout"], config, int(config["aux_outputs"]))
 
 
 __all__ = [

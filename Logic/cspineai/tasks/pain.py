@@ -19,7 +19,15 @@ Augmentation (training only; the deterministic preprocessing comes first so that
   Anterior/posterior and superior/inferior flips are never used: the order of levels and of body, canal and posterior
   elements is anatomy the network must learn, and no patient has it reversed.
 
-Step: cross-entropy on the two logits (no pain, pain); score = softmax probability of pain.
+Step: cross-entropy on the two logits (no pain, pain); score = softmax probability of pain. With
+``aux_findings`` > 0 (synthetic cohorts only), the classifier gets a second linear head on the same pooled features
+that regresses the image terms of the cohort's outcome rule (:data:`AUX_FINDINGS`, read from each case's ``clinical``
+JSON through :func:`cspineai.phantom.outcome.rule_terms`); the loss adds ``aux_findings`` x their mean squared error.
+This is privileged information that only a synthetic cohort has: it tells the network which image findings carry the
+outcome, where the labels alone (Bernoulli draws, Bayes-optimal accuracy ~0.87) let it memorise noise (measured:
+docs/results/pain_ablation.md). The pain logits never use the auxiliary head; cases without findings (a real site's)
+are masked out of the auxiliary loss, and ``aux_findings: 0`` (the default and the paper's protocol) trains on labels
+alone.
 Figures: accuracy, F1, sensitivity, specificity at a Youden threshold chosen on validation data (re-used, never
 re-chosen, on test data: ``cspineai evaluate`` passes the validation figures back as ``fitted``), AUC with its DeLong
 95% CI; AUC drives early stopping and ``best.pt``.
@@ -33,6 +41,9 @@ from monai.transforms import Transform
 from torch import nn
 
 from ..training.tasks import Task, register_task
+
+#: Image terms of the synthetic outcome rule regressed by the auxiliary head (``aux_findings`` > 0).
+AUX_FINDINGS = ("extensor_fat", "facet", "modic", "compression", "t2_hyperintensity", "opll")
 
 #: Keys of the config's ``model:`` section that go to :func:`cspineai.nn.classifier.build_classifier` unchanged.
 MODEL_KEYS = ("backbone", "variant", "widths", "kernel_size", "theta", "norm", "dropout")
@@ -55,7 +66,23 @@ def input_sizes(config: dict) -> dict[str, list[int]]:
 def classifier_config(config: dict) -> dict:
     """The :func:`~cspineai.nn.classifier.build_classifier` configuration of a training configuration."""
     model = {k: config["model"][k] for k in MODEL_KEYS}
-    return {**model, "series": list(pair_of(config)), "num_classes": 2, "input_sizes": input_sizes(config)}
+    aux = len(AUX_FINDINGS) if float(config["task_options"].get("aux_findings") or 0) > 0 else 0
+    return {**model, "series": list(pair_of(config)), "num_classes": 2, "input_sizes": input_sizes(config),
+            "aux_outputs": aux}
+
+
+def finding_targets(case) -> np.ndarray:
+    """The :data:`AUX_FINDINGS` terms of a synthetic case (its ``clinical`` JSON); NaN where the case has none."""
+    import json
+
+    from ..phantom.outcome import rule_terms
+
+    file = case.paths.get("clinical")
+    clinical = json.loads(open(file, encoding="utf-8").read()) if file is not None else {}
+    if "findings" not in clinical:
+        return np.full(len(AUX_FINDINGS), np.nan, dtype=np.float32)
+    terms = rule_terms(clinical["findings"], clinical)
+    return np.array([terms[k] for k in AUX_FINDINGS], dtype=np.float32)
 
 
 class LoadPairedSeriesd(Transform):
@@ -167,6 +194,7 @@ class PainTask(Task):
         "rotate_deg": 6.0,
         "translate_mm": 6.0,
         "scale": 0.06,
+        "aux_findings": 0.0,
     }
     monitor, monitor_mode = "auc", "max"
 
@@ -185,6 +213,8 @@ class PainTask(Task):
             if case.label not in (0, 1):
                 raise CSpineInputError(f"case {case.case_id}", f"label must be 0 or 1, not {case.label!r}")
             item = {"label": int(case.label), "case_id": case.case_id, "grid": grid}
+            if float(config["task_options"]["aux_findings"]) > 0:
+                item["aux"] = finding_targets(case)
             for name in sizes:
                 item[name] = str(case.path(name))  # names the case and the missing series
             items.append(item)
@@ -214,14 +244,50 @@ class PainTask(Task):
 
     def step(self, model, batch: dict, config: dict):
         names = input_sizes(config)
-        logits = model({name: batch[name].float() for name in names})
+        inputs = {name: batch[name].float() for name in names}
         label = batch["label"].long()
-        loss = nn.functional.cross_entropy(logits.float(), label)
+        weight = float(config["task_options"]["aux_findings"])
+        if weight > 0:
+            out = model(inputs, return_features=True)
+            logits, target = out.logits, torch.as_tensor(batch["aux"]).float()
+            known = torch.isfinite(target)
+            loss = nn.functional.cross_entropy(logits.float(), label)
+            if known.any():
+                loss = loss + weight * nn.functional.mse_loss(out.aux.float()[known], target[known])
+        else:
+            logits = model(inputs)
+            loss = nn.functional.cross_entropy(logits.float(), label)
         score = torch.softmax(logits.detach().float(), dim=1)[:, 1]
         return loss, {"score": score, "label": label.detach(), "case_id": list(batch["case_id"])}
 
     def compute_metrics(self, outputs: dict, config: dict, fitted: dict | None = None) -> dict[str, float]:
         return score_figures(outputs["label"].numpy().astype(int), outputs["score"].numpy(), fitted)
+
+    def reference_figures(self, cases) -> dict[str, float]:
+        """On synthetic cases (each with its ``clinical`` JSON): the Bayes-optimal accuracy of the full outcome rule,
+        and the accuracy and AUC of the image-only oracle P(pain | image findings)
+        (:func:`cspineai.phantom.outcome.image_only_probability`), the ceiling of a model that sees only the images.
+        Nothing for cases without them (a real site's data)."""
+        import json
+
+        from ..metrics.classification import roc_auc
+        from ..phantom.outcome import image_only_probability
+
+        files = [case.paths.get("clinical") for case in cases]
+        if not cases or None in files:
+            return {}
+        p, q = [], []
+        for n, file in enumerate(files):
+            clinical = json.loads(open(file, encoding="utf-8").read())
+            if "pain_probability" not in clinical or "findings" not in clinical:
+                return {}
+            p.append(clinical["pain_probability"])
+            q.append(image_only_probability(clinical["findings"], draws=1000, seed=n))
+        p, q, y = np.array(p), np.array(q), np.array([case.label for case in cases])
+        return {"bayes_accuracy": float(np.maximum(p, 1 - p).mean()),
+                "image_only_bayes_accuracy": float(np.maximum(q, 1 - q).mean()),
+                "image_only_oracle_accuracy": float(((q > 0.5) == y).mean()),
+                "image_only_oracle_auc": roc_auc(y, q)}
 
     def case_rows(self, outputs: dict, config: dict) -> list[dict]:
         return [{"case_id": c, "label": int(y), "probability": round(float(s), 6)}

@@ -172,7 +172,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     loader = data_mod.make_loader(dataset, config["data"]["val_batch_size"] or config["data"]["batch_size"], False,
                                   config["seed"], 0, 0, task.collate())
     figures, outputs = run_validation(task, model, loader, config, device, fitted=fitted_figures(state))
-    figures = {"n_cases": len(cases), **figures}
+    figures = {"n_cases": len(cases), **figures,
+               **{f"reference_{k}": v for k, v in task.reference_figures(cases).items()}}
     for key, value in figures.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     if args.output:

@@ -97,6 +97,11 @@ class Task(abc.ABC):
         """Per-case rows for ``cspineai evaluate --predictions`` (default: none)."""
         return []
 
+    def reference_figures(self, cases: Sequence) -> dict[str, float]:
+        """Figures that bound what any model can reach on ``cases`` (e.g. a synthetic cohort's Bayes-optimal
+        accuracy), printed by ``cspineai evaluate`` beside the model's; default: none."""
+        return {}
+
     def collate(self):
         """``collate_fn`` for the data loaders (default: MONAI's ``list_data_collate``)."""
         from monai.data import list_data_collate

@@ -1,0 +1,44 @@
+"""Training/cohorts.py: the recipes that rebuild the shipped models' synthetic training data."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from cspineai.manifest import read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cohorts():
+    spec = importlib.util.spec_from_file_location("cohorts", REPO / "Training" / "cohorts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_keeps_the_paper_split_and_folds_extra_cases_into_training(tmp_path, monkeypatch):
+    cohorts = _cohorts()
+    monkeypatch.setitem(cohorts.RECIPES, "tiny", (cohorts.Part("base", 5, 11, "coarse"),
+                                                  cohorts.Part("extra", 5, 12, "coarse", train_only=True)))
+    target = cohorts.build("tiny", tmp_path, workers=1)
+    cases = read_manifest(target)
+    base = read_manifest(tmp_path / "base" / "manifest.csv")
+    extra = read_manifest(tmp_path / "extra" / "manifest.csv")
+    assert [c.case_id for c in cases] == [c.case_id for c in base + extra]
+    assert [c.split for c in cases[:5]] == [c.split for c in base] and "test" in {c.split for c in base}
+    assert {c.split for c in cases[5:]} == {"train"} and "test" in {c.split for c in extra}
+    assert [c.fold for c in cases[5:]] == [c.fold for c in extra]
+    # A second build reuses the generated parts (nothing is generated again).
+    stamp = (tmp_path / "extra" / "manifest.csv").stat().st_mtime_ns
+    cohorts.build("tiny", tmp_path, workers=1)
+    assert (tmp_path / "extra" / "manifest.csv").stat().st_mtime_ns == stamp
+
+
+def test_the_shipped_recipes_name_the_seeds_of_the_model_cards():
+    cohorts = _cohorts()
+    cards = "".join(p.read_text(encoding="utf-8") for p in (REPO / "Logic/cspineai/models").glob("*.md"))
+    for recipe in ("pain", "cordseg", "registration"):
+        assert f"cohorts.py {recipe}" in cards, recipe
+        for part in cohorts.RECIPES[recipe]:
+            assert f"seed {part.seed}" in cards or f"--seed {part.seed}" in cards, (recipe, part)
