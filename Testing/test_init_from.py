@@ -116,7 +116,7 @@ def test_weights_of_another_shape_are_refused_naming_keys_shapes_and_the_setting
 def test_a_model_of_another_task_is_refused_by_name(source, tmp_path):
     checkpoint, _ = source
     cordseg = REPO / "Training" / "configs" / "cordseg.yaml"
-    with pytest.raises(CSpineModelError, match="pain-abpdc-t1sag-ctbone 1.0.0 is a pain model and cannot start a "
+    with pytest.raises(CSpineModelError, match="pain-abpdc-t1sag-ctbone [0-9.]+ is a pain model and cannot start a "
                                                r"cordseg run; choose a cordseg model \(cordseg-unet\)"):
         load_config(cordseg, ["init_from=pain-abpdc-t1sag-ctbone"])
     with pytest.raises(CSpineModelError, match="is a toy model and cannot start a cordseg run"):
@@ -147,3 +147,21 @@ def test_resume_continues_from_its_own_checkpoint_without_reading_init_from(sour
     assert "initialised from" not in capsys.readouterr().out
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["epoch"] == 2 and state["init"] == record and state["config"]["model"]["width"] == 4
+
+
+def test_the_shipped_classifier_fine_tunes_on_labels_alone_without_its_training_only_head(tmp_path):
+    """A site has no synthetic findings: starting from the shipped pain model (trained with its auxiliary head) with
+    ``aux_findings=0`` builds a model without that head and loads every other weight exactly."""
+    from cspineai.models.registry import find_model, load_model_state
+    from cspineai.tasks.pain import PainTask
+    from cspineai.training.init_from import initialise_weights
+
+    config = load_config(REPO / "Training" / "configs" / "pain_cpu.yaml",
+                         ["init_from=pain-abpdc-t1sag-ctbone", "task_options.aux_findings=0"])
+    model = PainTask().build_model(config)
+    assert model.aux_head is None
+    initialise_weights(model, config)
+    shipped = load_model_state(find_model("pain-abpdc-t1sag-ctbone"))["model"]
+    assert any(k.startswith("aux_head.") for k in shipped)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, shipped[key]), key

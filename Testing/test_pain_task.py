@@ -34,7 +34,7 @@ def tiny_config(manifest: Path, *extra: str) -> dict:
 def test_classifier_loss_falls_when_trained_a_few_steps_on_tiny_cases(tiny_manifest):
     torch.manual_seed(0)
     task = get_task("pain")
-    config = tiny_config(tiny_manifest, "model.dropout=0.0")
+    config = tiny_config(tiny_manifest, "model.dropout=0.0", "task_options.aux_findings=0")
     cases = read_manifest(tiny_manifest)
     transform = task.transforms(config, train=False)
     items = [transform(item) for item in task.data_items(cases, config)]
@@ -255,14 +255,16 @@ def test_auxiliary_findings_head_trains_on_synthetic_findings_and_masks_cases_wi
     assert np.isfinite(items[0]["aux"]).all() and np.isnan(items[3]["aux"]).all()
     batch = next(iter(DataLoader(Dataset(items, task.transforms(config, True)), batch_size=4,
                                  collate_fn=task.collate())))
-    loss, _ = task.step(model, batch, config)
+    loss, outputs = task.step(model, batch, config)
     assert torch.isfinite(loss)
+    figures = task.compute_metrics(outputs, config)
+    assert {f"aux_r_{name}" for name in AUX_FINDINGS} <= set(figures)
     loss.backward()
     assert model.aux_head.weight.grad.abs().sum() > 0
     # The deployed model rebuilds from its stored configuration with the head, so its weights load strictly.
     build_classifier(model.config).load_state_dict(model.state_dict())
     # Without the option the model has no head and the items no targets (the paper's protocol).
-    plain = tiny_config(manifest)
+    plain = tiny_config(manifest, "task_options.aux_findings=0")
     assert task.build_model(plain).aux_head is None and "aux" not in task.data_items(cases, plain)[0]
 
 

@@ -11,7 +11,8 @@ Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (`
 - ``cordseg``: 36 + 64 domain-randomised cases (seeds 101, 303) and 12 ordinary ones (seed 202), default protocol;
   each part keeps its own 20% test split (the segmentation benchmark's held-out volumes).
 - ``registration``: 80 coarse cases (seed 77); the first 60 train (every 10th validates), the last 20 are held out
-  (:func:`cspineai.tasks.registration.write_split_manifest`).
+  (:func:`cspineai.tasks.registration.write_split_manifest`, the benchmark's pairs); plus 120 coarse cases (seed 78)
+  that only train (every 10th validates), because 54 training pairs left FPRAN overfitting.
 
 Parts already generated (their ``manifest.csv`` exists) are reused, so an interrupted run can be started again.
 Generation takes ~1.2 s per coarse case and ~2.5 s per default case per worker on a 2-core CPU.
@@ -29,6 +30,7 @@ except ImportError:
 
 from cspineai.manifest import read_manifest, write_manifest  # noqa: E402
 from cspineai.phantom import generate_cohort  # noqa: E402
+from cspineai.tasks.registration import split_registration  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +47,7 @@ RECIPES = {
     "pain": (Part("pain250", 250, 2026, "coarse"), Part("pain750x", 750, 2027, "coarse", train_only=True)),
     "cordseg": (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 12, 202),
                 Part("cordseg_dr2", 64, 303, randomize=True)),
-    "registration": (Part("regcohort", 80, 77, "coarse"),),
+    "registration": (Part("regcohort", 80, 77, "coarse"), Part("regcohort2", 120, 78, "coarse", train_only=True)),
 }
 
 
@@ -57,16 +59,13 @@ def build(recipe: str, out: Path, workers: int) -> Path:
             generate_cohort(part.n, out / part.folder, seed=part.seed, randomize=part.randomize, workers=workers,
                             resolution=part.resolution)
         part_cases = read_manifest(manifest)
-        if part.train_only:
+        if recipe == "registration":  # split by case order, not label (see write_split_manifest)
+            split_registration(part_cases, n_train=len(part_cases) if part.train_only else 60)
+        elif part.train_only:
             for case in part_cases:
                 case.split = "train"
         cases += part_cases
-    target = out / f"{recipe}.csv"
-    if recipe == "registration":
-        from cspineai.tasks.registration import write_split_manifest
-
-        return write_split_manifest(out / RECIPES[recipe][0].folder / "manifest.csv", target, n_train=60)
-    return write_manifest(cases, target)
+    return write_manifest(cases, out / f"{recipe}.csv")
 
 
 def main(argv=None) -> int:

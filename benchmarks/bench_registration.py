@@ -13,7 +13,7 @@ every method this runs :func:`cspineai.registration.register` on the axial ``CT_
 
 and writes the Markdown table (command, machine, cohort, n) to ``docs/results/registration.md``.
 
-    .venv/bin/python benchmarks/bench_registration.py --manifest data/regcohort/registration.csv \
+    .venv/bin/python benchmarks/bench_registration.py --manifest data/registration.csv \
         --model fpran-ncc=runs/registration-ncc/checkpoints/best.pt \
         --model fpran-mind=runs/registration-mind/checkpoints/best.pt [--threads 2]
 

@@ -11,7 +11,7 @@ For every model given (a training checkpoint or a registry id, labelled ``name=s
 and writes the table to ``docs/results/segmentation.md``.
 
     .venv/bin/python benchmarks/bench_segmentation.py --model sattisunet=runs/cordseg-sattisunet/checkpoints/best.pt \
-        [--model unet=runs/cordseg-unet/checkpoints/best.pt] --manifest runs/cordseg-data/manifest.csv [--threads 2]
+        [--model unet=runs/cordseg-unet/checkpoints/best.pt] --manifest data/cordseg.csv [--threads 2]
 
 Timings depend on the machine's load (printed with the results).
 """

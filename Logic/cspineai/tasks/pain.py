@@ -258,10 +258,21 @@ class PainTask(Task):
             logits = model(inputs)
             loss = nn.functional.cross_entropy(logits.float(), label)
         score = torch.softmax(logits.detach().float(), dim=1)[:, 1]
-        return loss, {"score": score, "label": label.detach(), "case_id": list(batch["case_id"])}
+        outputs = {"score": score, "label": label.detach(), "case_id": list(batch["case_id"])}
+        if weight > 0:
+            outputs.update(aux_predicted=out.aux.detach(), aux_target=target)
+        return loss, outputs
 
     def compute_metrics(self, outputs: dict, config: dict, fitted: dict | None = None) -> dict[str, float]:
-        return score_figures(outputs["label"].numpy().astype(int), outputs["score"].numpy(), fitted)
+        figures = score_figures(outputs["label"].numpy().astype(int), outputs["score"].numpy(), fitted)
+        if "aux_predicted" in outputs:  # how well the auxiliary head reads each finding (Pearson r)
+            predicted, target = outputs["aux_predicted"].numpy(), outputs["aux_target"].numpy()
+            for k, name in enumerate(AUX_FINDINGS):
+                known = np.isfinite(target[:, k])
+                spread = known.sum() > 2 and target[known, k].std() > 0 and predicted[known, k].std() > 0
+                figures[f"aux_r_{name}"] = (float(np.corrcoef(predicted[known, k], target[known, k])[0, 1])
+                                            if spread else float("nan"))
+        return figures
 
     def reference_figures(self, cases) -> dict[str, float]:
         """On synthetic cases (each with its ``clinical`` JSON): the Bayes-optimal accuracy of the full outcome rule,

@@ -279,7 +279,13 @@ def write_split_manifest(manifest: str | Path, out: str | Path, n_train: int, va
     from ..manifest import read_manifest, write_manifest
 
     cases = read_manifest(manifest, check_files=False)
+    return write_manifest(split_registration(cases, n_train, validation_every), out)
+
+
+def split_registration(cases: list, n_train: int, validation_every: int = 10) -> list:
+    """In place (and returned): the first ``n_train`` cases train (fold ``n % validation_every``: fold 0 validates),
+    the rest are ``split=test``; see :func:`write_split_manifest`."""
     for n, case in enumerate(cases):
         case.split = "train" if n < n_train else "test"
         case.fold = n % validation_every if n < n_train else None
-    return write_manifest(cases, out)
+    return cases

@@ -92,6 +92,20 @@ def model_section(init_from: str, task: str) -> dict:
     return dict(read_starting_model(init_from, task).config.get("model") or {})
 
 
+#: Heads that only serve training (the pain classifier's auxiliary findings head, ``aux_head``): a starting model may
+#: have one that this run does not train (dropped) or lack one this run trains (it starts fresh).
+TRAINING_ONLY_PREFIXES = ("aux_head.",)
+
+
+def fitting_weights(model: torch.nn.Module, weights: dict) -> dict:
+    """``weights`` adjusted for :data:`TRAINING_ONLY_PREFIXES`: such entries the model lacks are dropped, those the
+    file lacks are taken from the model's own (fresh) initialisation."""
+    own = model.state_dict()
+    extra = {k: v for k, v in own.items() if k.startswith(TRAINING_ONLY_PREFIXES) and k not in weights}
+    kept = {k: v for k, v in weights.items() if k in own or not k.startswith(TRAINING_ONLY_PREFIXES)}
+    return {**kept, **extra}
+
+
 def weight_mismatches(model: torch.nn.Module, weights: dict) -> list[str]:
     """``key: what differs`` for every entry of ``model``'s state dict that ``weights`` cannot fill exactly, then the
     entries of ``weights`` the model does not have."""
@@ -112,7 +126,8 @@ def weight_mismatches(model: torch.nn.Module, weights: dict) -> list[str]:
 def initialise_weights(model: torch.nn.Module, config: dict) -> StartingModel:
     """Load the weights ``config["init_from"]`` names into ``model`` (built from ``config``), all or none."""
     start = read_starting_model(config["init_from"], config["task"])
-    problems = weight_mismatches(model, start.weights)
+    weights = fitting_weights(model, start.weights)
+    problems = weight_mismatches(model, weights)
     if problems:
         theirs = start.config.get("model") or {}
         differing = [f"model.{k} is {config['model'].get(k)!r} here, {theirs[k]!r} there"
@@ -124,7 +139,7 @@ def initialise_weights(model: torch.nn.Module, config: dict) -> StartingModel:
         raise CSpineModelError(f"init_from {start.label}: the weights do not fit this run's {config['task']} model "
                                f"({'; '.join(problems[:_SHOWN])}{more}); {advice}")
     try:
-        model.load_state_dict(start.weights)
+        model.load_state_dict(weights)
     except RuntimeError as error:  # what the key and shape check cannot see (a value of another kind)
         raise CSpineModelError(f"init_from {start.label}: the weights do not load into this run's {config['task']} "
                                f"model ({error})") from None
