@@ -22,14 +22,22 @@ Configuration (all keys optional, :data:`DEFAULT_CONFIG` fills the rest)::
 
     {"series": ["T1_sag", "CT_bone"], "backbone": "abpdc", "variant": "abpdc", "widths": [16, 32, 64, 128],
      "kernel_size": 3, "theta": 0.7, "norm": "batch", "dropout": 0.0, "num_classes": 2,
-     "input_sizes": {"CT_bone": [32, 96, 96], ...}}
+     "input_sizes": {"CT_bone": [32, 96, 96], ...}, "fpran": None}
 
 ``input_sizes`` defaults to the working grids of :mod:`cspineai.preprocess`.
+
+``fpran`` (default None: no head) adds the paper's registration auxiliary network,
+:class:`~cspineai.nn.fpran.FPRAN`, on the branches' own pyramids, for joint training (the ``pain`` task with
+``task_options.fpran_sim`` > 0). Its value is a dict of FPRAN options (:data:`FPRAN_DEFAULTS` fills the missing ones:
+``hidden``, ``radius``, ``affine_bound``, ``paired_affine``). The axial branch's pyramid is the moving (CT) one, the
+sagittal branch's the fixed (MRI) one; only the ``"abpdc"`` backbone has the four-level pyramid FPRAN needs. The pain
+logits never use FPRAN: it shapes the backbones' features through the joint loss only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -40,6 +48,7 @@ from ..errors import CSpineInputError
 from ..series import SERIES_PLANE
 from .abpdc import DEFAULT_THETA, VARIANTS
 from .backbone import DEFAULT_WIDTHS, PyramidBackbone
+from .fpran import FPRAN, FPRANOutput
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "series": ["T1_sag", "CT_bone"],  # the paper's best pair
@@ -52,7 +61,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "dropout": 0.0,
     "num_classes": 2,
     "aux_outputs": 0,  # > 0: a second linear head on the same pooled features (training-time auxiliary targets)
+    "fpran": None,  # a dict of FPRAN options: the registration head of joint training (module docstring)
 }
+
+#: FPRAN options of the classifier's registration head (``config["fpran"]``); see :class:`~cspineai.nn.fpran.FPRAN`.
+FPRAN_DEFAULTS: dict[str, Any] = {"hidden": 32, "radius": [1, 2, 2], "affine_bound": 0.25, "paired_affine": True}
 
 #: The modality pairs of the paper's Table 1, (sagittal, axial).
 PAPER_PAIRS = (
@@ -74,12 +87,15 @@ class ClassifierOutput:
         features: per series, the pooled last-level feature ``(B, out_channels)`` that enters the linear head.
         pyramids: per series, the branch's feature maps fine to coarse, ``[(B, C_i, D_i, H_i, W_i), ...]``.
         aux: ``(B, aux_outputs)`` from the auxiliary head, or None when the model has none.
+        registration: the FPRAN head's output (axial CT registered to the sagittal MRI's working grid), when the
+            forward pass was given ``fpran_base``; else None.
     """
 
     logits: torch.Tensor
     features: dict[str, torch.Tensor]
     pyramids: dict[str, list[torch.Tensor]]
     aux: torch.Tensor | None = None
+    registration: FPRANOutput | None = None
 
 
 # --- MONAI baselines as branches ------------------------------------------------------------------------------------
@@ -239,13 +255,19 @@ class TwoBranchClassifier(nn.Module):
         aux_outputs: > 0 adds a second linear head on the same pooled features, trained on auxiliary targets (the
             ``pain`` task's ``aux_findings``: the synthetic generator's image findings); the pain logits never use it.
         config: the configuration the model was built from (kept for saving and reloading).
+        fpran: optional registration head (:class:`~cspineai.nn.fpran.FPRAN`) on the branches' pyramids, axial
+            (moving, "CT") to sagittal (fixed, "MRI"); the pain logits never use it.
 
     ``forward(inputs)`` takes ``{series: (B, 1, D, H, W)}`` and returns logits ``(B, num_classes)``, or a
-    :class:`ClassifierOutput` with ``return_features=True``.
+    :class:`ClassifierOutput` with ``return_features=True``. With ``fpran_base`` (R, ``(B, 4, 4)`` or ``(4, 4)``:
+    sagittal working-grid normalised coordinates -> axial working-grid normalised coordinates,
+    :func:`~cspineai.nn.fpran.base_transform_from_volumes`) and ``return_features=True`` the FPRAN head also runs and
+    fills :attr:`ClassifierOutput.registration` (the axial image warped onto the sagittal working grid); without it the
+    head is skipped, which is what inference does.
     """
 
     def __init__(self, branches: Mapping[str, nn.Module], num_classes: int = 2, dropout: float = 0.0,
-                 config: Mapping[str, Any] | None = None, aux_outputs: int = 0):
+                 config: Mapping[str, Any] | None = None, aux_outputs: int = 0, fpran: nn.Module | None = None):
         super().__init__()
         self.series = tuple(branches)
         self.branches = nn.ModuleDict(dict(branches))
@@ -253,23 +275,32 @@ class TwoBranchClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(width, num_classes)
         self.aux_head = nn.Linear(width, aux_outputs) if aux_outputs > 0 else None
+        self.fpran = fpran
         self.config = dict(config or {})
 
     def target_layers(self) -> dict[str, nn.Module]:
         """Per series, the layer Grad-CAM hooks: the last stage of each branch."""
         return {name: branch.target_layer for name, branch in self.branches.items()}
 
-    def forward(self, inputs: Mapping[str, torch.Tensor], return_features: bool = False):
+    def forward(self, inputs: Mapping[str, torch.Tensor], return_features: bool = False,
+                fpran_base: torch.Tensor | None = None):
         missing = [name for name in self.series if name not in inputs]
         if missing:
             raise CSpineInputError(f"{', '.join(missing)} series", "is required by this model but was not provided")
+        if fpran_base is not None and (self.fpran is None or not return_features):
+            raise ValueError("fpran_base needs a model with an FPRAN head and return_features=True")
         pyramids = {name: self.branches[name](inputs[name]) for name in self.series}
         features = {name: pyramid[-1].mean(dim=tuple(range(2, pyramid[-1].ndim))) for name, pyramid in pyramids.items()}
         pooled = self.dropout(torch.cat([features[name] for name in self.series], dim=1))
         logits = self.head(pooled)
         if return_features:
             aux = self.aux_head(pooled) if self.aux_head is not None else None
-            return ClassifierOutput(logits, features, pyramids, aux)
+            registration = None
+            if fpran_base is not None:
+                axial, sagittal = self.series
+                registration = self.fpran(pyramids[axial], pyramids[sagittal], fpran_base, ct_image=inputs[axial],
+                                          mri_size=tuple(inputs[sagittal].shape[2:]))
+            return ClassifierOutput(logits, features, pyramids, aux, registration)
         return logits
 
 
@@ -306,6 +337,34 @@ def resolve_config(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     sizes = dict(merged.get("input_sizes") or {})
     merged["input_sizes"] = {s: list(sizes.get(s, WORKING_GRIDS[s].size)) for s in merged["series"]}
     merged["widths"] = [int(w) for w in merged["widths"]]
+    if merged["fpran"] is not None:
+        merged["fpran"] = _resolve_fpran(merged)
+    return merged
+
+
+def _resolve_fpran(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The FPRAN options of a configuration, filled from :data:`FPRAN_DEFAULTS`; refuse backbones FPRAN cannot use."""
+    options = config["fpran"]
+    if not isinstance(options, Mapping):
+        raise CSpineInputError("model configuration",
+                               f"'fpran' must be None or a dict of FPRAN options, not {options!r}")
+    unknown = set(options) - set(FPRAN_DEFAULTS)
+    if unknown:
+        raise CSpineInputError("model configuration", f"unknown FPRAN option(s): {', '.join(sorted(unknown))} "
+                               f"(known: {', '.join(FPRAN_DEFAULTS)})")
+    if config["backbone"] != "abpdc":
+        raise CSpineInputError(
+            "model configuration",
+            f"FPRAN (joint registration training) needs the four-level feature pyramid of the 'abpdc' backbone; the "
+            f"{config['backbone']!r} baseline has none. Turn FPRAN off (task_options.fpran_sim: 0) or use "
+            f"backbone 'abpdc'",
+        )
+    if len(config["widths"]) != 4:
+        raise CSpineInputError(
+            "model configuration", f"FPRAN needs a four-level pyramid: 'widths' needs 4 entries, not {config['widths']}"
+        )
+    merged = {**FPRAN_DEFAULTS, **dict(options)}
+    merged["radius"] = [int(r) for r in merged["radius"]]
     return merged
 
 
@@ -322,19 +381,42 @@ def build_classifier(config: Mapping[str, Any] | None = None) -> TwoBranchClassi
     """The two-branch classifier described by ``config`` (see the module docstring); a factory for every backbone."""
     config = resolve_config(config)
     branches = {s: build_branch(config, s) for s in config["series"]}
-    return TwoBranchClassifier(branches, config["num_classes"], config["dropout"], config, int(config["aux_outputs"]))
+    fpran = build_fpran_head(config, branches) if config["fpran"] is not None else None
+    return TwoBranchClassifier(branches, config["num_classes"], config["dropout"], config, int(config["aux_outputs"]),
+                               fpran)
+
+
+def build_fpran_head(config: Mapping[str, Any], branches: Mapping[str, nn.Module]) -> FPRAN:
+    """The FPRAN head of a resolved configuration on ``branches`` (axial = moving, sagittal = fixed).
+
+    Level channels are the branches' widths; the sagittal level-4 grid must fit the level-4 attention's memory bound.
+    """
+    axial, sagittal = config["series"]
+    options = config["fpran"]
+    fpran = FPRAN(branches[axial].widths, branches[sagittal].widths, int(options["hidden"]), options["radius"],
+                  float(options["affine_bound"]), bool(options["paired_affine"]))
+    level4 = branches[sagittal].pyramid_shapes()[3][1:]
+    if math.prod(level4) > fpran.level4.max_tokens:
+        raise CSpineInputError(
+            "model configuration",
+            f"the {sagittal} working size {config['input_sizes'][sagittal]} leaves a level-4 grid of {level4} voxels, "
+            f"over FPRAN's attention bound of {fpran.level4.max_tokens}: use a smaller working size",
+        )
+    return fpran
 
 
 __all__ = [
     "BACKBONES",
     "BASELINES",
     "DEFAULT_CONFIG",
+    "FPRAN_DEFAULTS",
     "PAPER_PAIRS",
     "ClassifierOutput",
     "MonaiBranch",
     "TwoBranchClassifier",
     "build_branch",
     "build_classifier",
+    "build_fpran_head",
     "order_pair",
     "resolve_config",
 ]

@@ -28,6 +28,21 @@ outcome, where the labels alone (Bernoulli draws, Bayes-optimal accuracy ~0.87) 
 docs/results/pain_ablation.md). The pain logits never use the auxiliary head; cases without findings (a real site's)
 are masked out of the auxiliary loss, and ``aux_findings: 0`` (the default and the paper's protocol) trains on labels
 alone.
+
+Joint FPRAN training (paper 000 §2.4: ``L = L_class + λ_sim L_sim + λ_reg L_reg``), on iff ``fpran_sim`` (λ_sim) > 0:
+the classifier gets the FPRAN head (:func:`cspineai.nn.classifier.build_fpran_head`, options in ``model.fpran``),
+which registers the axial series (moving, "CT") to the sagittal one (fixed, "MRI") on the branches' own pyramids.
+Each item then also holds ``fpran_base``, R between the two *working grids* from their headers
+(:func:`cspineai.nn.fpran.base_transform_from_volumes`). The step adds ``fpran_sim`` x L_sim (``fpran_similarity``:
+local NCC over ``fpran_ncc_window``³ voxels, 9 in the paper, or MIND-SSC) between the sagittal working image and the
+axial one warped onto it, and ``fpran_reg`` x L_reg (squared displacement gradient in sagittal working voxels), the
+terms of :class:`cspineai.losses.RegistrationLoss`, reported as ``loss_fpran_sim`` / ``loss_fpran_reg``. The pain
+logits never use FPRAN's output; the registration loss reaches them only through the shared backbones. The
+left/right mirror keeps the pair consistent by mirroring R with the arrays (:func:`mirrored_base`); the in-plane
+affine augmentation moves each series on its own grid while R stays that of the headers: a positioning error that
+FPRAN learns to correct. Inference (:func:`cspineai.prediction.predict_pain`) skips the head. ``fpran_sim: 0`` (the
+default) leaves the task exactly as without FPRAN.
+
 Figures: accuracy, F1, sensitivity, specificity at a Youden threshold chosen on validation data (re-used, never
 re-chosen, on test data: ``cspineai evaluate`` passes the validation figures back as ``fitted``), AUC with its DeLong
 95% CI; AUC drives early stopping and ``best.pt``.
@@ -40,6 +55,7 @@ import torch
 from monai.transforms import Transform
 from torch import nn
 
+from ..nn.classifier import FPRAN_DEFAULTS
 from ..training.tasks import Task, register_task
 
 #: Image terms of the synthetic outcome rule regressed by the auxiliary head (``aux_findings`` > 0).
@@ -47,6 +63,9 @@ AUX_FINDINGS = ("extensor_fat", "facet", "modic", "compression", "t2_hyperintens
 
 #: Keys of the config's ``model:`` section that go to :func:`cspineai.nn.classifier.build_classifier` unchanged.
 MODEL_KEYS = ("backbone", "variant", "widths", "kernel_size", "theta", "norm", "dropout")
+
+#: Item key of R (4x4 float32: sagittal working-grid normalised -> axial working-grid normalised) in joint mode.
+FPRAN_BASE = "fpran_base"
 
 
 def pair_of(config: dict) -> tuple[str, str]:
@@ -67,8 +86,32 @@ def classifier_config(config: dict) -> dict:
     """The :func:`~cspineai.nn.classifier.build_classifier` configuration of a training configuration."""
     model = {k: config["model"][k] for k in MODEL_KEYS}
     aux = len(AUX_FINDINGS) if float(config["task_options"].get("aux_findings") or 0) > 0 else 0
+    fpran = dict(config["model"].get("fpran") or {}) if joint_mode(config) else None
     return {**model, "series": list(pair_of(config)), "num_classes": 2, "input_sizes": input_sizes(config),
-            "aux_outputs": aux}
+            "aux_outputs": aux, "fpran": fpran}
+
+
+def joint_mode(config: dict) -> bool:
+    """Whether FPRAN trains jointly with the classifier (``task_options.fpran_sim`` > 0)."""
+    return float(config["task_options"].get("fpran_sim") or 0) > 0
+
+
+def fpran_loss(config: dict):
+    """The joint mode's :class:`cspineai.losses.RegistrationLoss` (λ_sim, λ_reg, similarity from ``task_options``)."""
+    from ..errors import CSpineInputError
+    from ..losses import SIMILARITIES, RegistrationLoss
+
+    options = config["task_options"]
+    if options["fpran_similarity"] not in SIMILARITIES:
+        raise CSpineInputError("configuration", f"task_options.fpran_similarity must be one of "
+                               f"{', '.join(sorted(SIMILARITIES))}, not {options['fpran_similarity']!r}")
+    window, size = int(options["fpran_ncc_window"]), input_sizes(config)[pair_of(config)[1]]
+    if options["fpran_similarity"] == "ncc" and (window % 2 != 1 or any(1 < n < window for n in size)):
+        # cspineai.losses.box_mean pools over the whole window: no axis (but a single voxel) may be shorter than it
+        raise CSpineInputError("configuration", f"task_options.fpran_ncc_window must be odd and fit the sagittal "
+                               f"working size {size}, not {window}")
+    return RegistrationLoss({"similarity": options["fpran_similarity"], "sim": float(options["fpran_sim"]),
+                             "reg": float(options["fpran_reg"]), "ncc_window": window})
 
 
 def finding_targets(case) -> np.ndarray:
@@ -88,29 +131,41 @@ def finding_targets(case) -> np.ndarray:
 class LoadPairedSeriesd(Transform):
     """Read the pair's series and put each on its working grid (:func:`cspineai.preprocess.prepare_series`).
 
-    Output: one float32 array ``(1, D, H, W)`` in [0, 1] per series name. Deterministic, so cacheable; the item's
-    ``grid`` string (working sizes) makes a disk cache of another working size a different cache entry.
+    Output: one float32 array ``(1, D, H, W)`` in [0, 1] per series name; with ``fpran_base`` also
+    :data:`FPRAN_BASE`, R (4x4 float32) from the two working grids' geometry: sagittal (fixed, MRI) normalised
+    coordinates -> axial (moving, CT) normalised coordinates (:func:`cspineai.nn.fpran.base_transform_from_volumes`).
+    Deterministic, so cacheable; the item's ``grid`` string (working sizes, and whether R is included) makes a disk
+    cache of another working size or mode a different cache entry.
     A MONAI ``Transform`` on purpose: MONAI's caching datasets stop caching at the first callable that is not one
     (they cannot tell it is deterministic), which would re-read and resample every case at every epoch.
     """
 
-    def __init__(self, sizes: dict[str, list[int]]):
+    def __init__(self, sizes: dict[str, list[int]], fpran_base: bool = False):
         from ..preprocess import grid_for_size
 
         self.grids = {name: grid_for_size(name, size) for name, size in sizes.items()}
+        self.fpran_base = fpran_base
 
     def __call__(self, item: dict) -> dict:
         from ..errors import CSpineInputError
         from ..io import read_volume
         from ..preprocess import prepare_series
 
-        out = dict(item)
+        out, working = dict(item), {}
         for name, grid in self.grids.items():
             try:
                 volume = read_volume(item[name])
             except CSpineInputError as error:
                 raise CSpineInputError(f"case {item['case_id']}, {name} series", error.problem) from None
-            out[name] = prepare_series(volume, name, grid).tensor.numpy()
+            prepared = prepare_series(volume, name, grid)
+            out[name], working[name] = prepared.tensor.numpy(), prepared.grid
+        if self.fpran_base:
+            from ..nn.classifier import order_pair
+            from ..nn.fpran import base_transform_from_volumes
+
+            axial, sagittal = order_pair(list(working))
+            base = base_transform_from_volumes(fixed=working[sagittal], moving=working[axial])
+            out[FPRAN_BASE] = base.astype(np.float32)
         return out
 
 
@@ -122,6 +177,25 @@ def lr_axis(series: str) -> int:
     code = CANONICAL_ORIENTATION[SERIES_PLANE[series]]  # letters for i, j, k; tensor axes are (k, j, i)
     position = next(n for n, letter in enumerate(code) if letter in "LR")
     return 2 - position
+
+
+def mirrored_base(base: np.ndarray, fixed_lr_axis: int, moving_lr_axis: int) -> np.ndarray:
+    """R of a pair after both arrays are mirrored along their left/right axes (the case mirror of augmentation).
+
+    ``*_lr_axis``: the spatial tensor axis (0 = D, 1 = H, 2 = W, :func:`lr_axis`) flipped in the fixed (sagittal) and
+    moving (axial) series. Flipping tensor axis ``a`` negates normalised coordinate ``2 - a`` (x = W, y = H, z = D;
+    ``align_corners`` grids are symmetric about 0), so a flipped image is ``X'(u) = X(F u)`` with
+    ``F = diag(±1, ±1, ±1, 1) = F⁻¹``. Fixed point ``u`` of the flipped pair shows the original fixed point
+    ``F_fixed u``, which matches the original moving point ``R F_fixed u``, shown in the flipped moving image at
+    ``F_moving R F_fixed u``; hence ``R' = F_moving · R · F_fixed`` (mirroring twice gives R back).
+    """
+    def flip(axis: int) -> np.ndarray:
+        f = np.eye(4)
+        f[2 - axis, 2 - axis] = -1.0
+        return f
+
+    base = np.asarray(base)
+    return (flip(moving_lr_axis) @ base.astype(np.float64) @ flip(fixed_lr_axis)).astype(base.dtype)
 
 
 def _affine(series: str, size, options: dict):
@@ -150,12 +224,15 @@ def _mirror_transform():
         """Mirror a whole case left/right with probability ``prob``: every key along its own LR axis, one draw.
 
         ``axes``: key -> spatial axis (of ``(C, D, H, W)`` arrays) that runs left/right (:func:`lr_axis`).
+        ``pair``: (fixed, moving) series; when the item holds :data:`FPRAN_BASE` (joint mode), R is mirrored with the
+        arrays (:func:`mirrored_base`) so that it still joins the flipped pair.
         """
 
-        def __init__(self, axes: dict[str, int], prob: float = 0.5):
+        def __init__(self, axes: dict[str, int], prob: float = 0.5, pair: tuple[str, str] | None = None):
             RandomizableTransform.__init__(self, prob)
             MapTransform.__init__(self, list(axes))
             self.axes = dict(axes)
+            self.pair = pair
 
         def __call__(self, data: dict) -> dict:
             self.randomize(None)
@@ -164,6 +241,9 @@ def _mirror_transform():
             out = dict(data)
             for key, axis in self.axes.items():
                 out[key] = np.ascontiguousarray(np.flip(np.asarray(data[key]), axis=axis + 1))
+            if self.pair is not None and FPRAN_BASE in data:
+                fixed, moving = self.pair
+                out[FPRAN_BASE] = mirrored_base(data[FPRAN_BASE], self.axes[fixed], self.axes[moving])
             return out
 
     return RandMirrorCased
@@ -181,6 +261,7 @@ class PainTask(Task):
         "theta": 0.7,
         "norm": "batch",
         "dropout": 0.0,
+        "fpran": dict(FPRAN_DEFAULTS),  # options of the FPRAN head, built in joint mode only (task_options.fpran_sim)
     }
     options_defaults = {
         "series": ["T1_sag", "CT_bone"],
@@ -195,12 +276,18 @@ class PainTask(Task):
         "translate_mm": 6.0,
         "scale": 0.06,
         "aux_findings": 0.0,
+        "fpran_sim": 0.0,  # λ_sim of joint FPRAN training; > 0 turns the joint mode on (paper: 1)
+        "fpran_reg": 1.0,  # λ_reg (paper: 1)
+        "fpran_similarity": "ncc",  # ncc (paper, local NCC 9^3) | mind (MIND-SSC, modality-independent)
+        "fpran_ncc_window": 9,  # NCC window in sagittal working voxels (paper: 9)
     }
     monitor, monitor_mode = "auc", "max"
 
     def build_model(self, config: dict) -> nn.Module:
         from ..nn.classifier import build_classifier
 
+        if joint_mode(config):
+            fpran_loss(config)  # refuse an unknown similarity before any data is read
         return build_classifier(classifier_config(config))
 
     def data_items(self, cases, config: dict) -> list[dict]:
@@ -208,6 +295,8 @@ class PainTask(Task):
 
         sizes = input_sizes(config)
         grid = ";".join(f"{name}={'x'.join(map(str, size))}" for name, size in sizes.items())
+        if joint_mode(config):
+            grid += f";{FPRAN_BASE}"  # the cached items then hold R: a disk cache without it is another entry
         items = []
         for case in cases:
             if case.label not in (0, 1):
@@ -226,10 +315,13 @@ class PainTask(Task):
         options = config["task_options"]
         sizes = input_sizes(config)
         names = list(sizes)
-        steps = [LoadPairedSeriesd(sizes)]
+        joint = joint_mode(config)
+        steps = [LoadPairedSeriesd(sizes, fpran_base=joint)]
         if train and options["augment"]:
             jitter = float(options["intensity_jitter"])
-            steps.append(_mirror_transform()({name: lr_axis(name) for name in names}, prob=options["mirror_prob"]))
+            axial, sagittal = pair_of(config)
+            steps.append(_mirror_transform()({name: lr_axis(name) for name in names}, prob=options["mirror_prob"],
+                                             pair=(sagittal, axial)))
             for name in names:  # independent draws per series: two acquisitions, unrelated positioning and scanners
                 if options["affine_prob"] > 0:
                     steps.append(_affine(name, sizes[name], options))
@@ -239,7 +331,7 @@ class PainTask(Task):
                     mt.RandAdjustContrastd(keys=name, gamma=(1.0 - 2 * jitter, 1.0 + 2 * jitter), prob=0.3),
                     mt.RandGaussianNoised(keys=name, std=float(options["noise_std"]), prob=0.3),
                 ]
-        steps.append(mt.EnsureTyped(keys=(*names, "label"), track_meta=False))
+        steps.append(mt.EnsureTyped(keys=(*names, "label", *([FPRAN_BASE] if joint else [])), track_meta=False))
         return mt.Compose(steps)
 
     def step(self, model, batch: dict, config: dict):
@@ -247,13 +339,21 @@ class PainTask(Task):
         inputs = {name: batch[name].float() for name in names}
         label = batch["label"].long()
         weight = float(config["task_options"]["aux_findings"])
-        if weight > 0:
-            out = model(inputs, return_features=True)
-            logits, target = out.logits, torch.as_tensor(batch["aux"]).float()
-            known = torch.isfinite(target)
+        joint = joint_mode(config)
+        if weight > 0 or joint:
+            out = model(inputs, return_features=True, fpran_base=batch[FPRAN_BASE].float() if joint else None)
+            logits = out.logits
             loss = nn.functional.cross_entropy(logits.float(), label)
-            if known.any():
-                loss = loss + weight * nn.functional.mse_loss(out.aux.float()[known], target[known])
+            if weight > 0:
+                target = torch.as_tensor(batch["aux"]).float()
+                known = torch.isfinite(target)
+                if known.any():
+                    loss = loss + weight * nn.functional.mse_loss(out.aux.float()[known], target[known])
+            if joint:  # the sagittal (MRI) working image against the axial (CT) one warped onto it
+                registration, sagittal = out.registration, pair_of(config)[1]
+                joint_loss, terms = fpran_loss(config)(inputs[sagittal], registration.warped_ct.float(),
+                                                       registration.displacement_voxels.float())
+                loss = loss + joint_loss
         else:
             logits = model(inputs)
             loss = nn.functional.cross_entropy(logits.float(), label)
@@ -261,6 +361,8 @@ class PainTask(Task):
         outputs = {"score": score, "label": label.detach(), "case_id": list(batch["case_id"])}
         if weight > 0:
             outputs.update(aux_predicted=out.aux.detach(), aux_target=target)
+        if joint:
+            outputs.update({f"loss_fpran_{k}": v.detach().float().expand(label.shape[0]) for k, v in terms.items()})
         return loss, outputs
 
     def compute_metrics(self, outputs: dict, config: dict, fitted: dict | None = None) -> dict[str, float]:
@@ -272,6 +374,7 @@ class PainTask(Task):
                 spread = known.sum() > 2 and target[known, k].std() > 0 and predicted[known, k].std() > 0
                 figures[f"aux_r_{name}"] = (float(np.corrcoef(predicted[known, k], target[known, k])[0, 1])
                                             if spread else float("nan"))
+        figures.update({k: float(v.float().mean()) for k, v in outputs.items() if k.startswith("loss_fpran_")})
         return figures
 
     def reference_figures(self, cases) -> dict[str, float]:
@@ -368,5 +471,5 @@ def write_tiny_cohort(folder, n_cases: int = 8, seed: int = 0, folds: int = 2, t
     return write_manifest(cases, folder / "manifest.csv")
 
 
-__all__ = ["LoadPairedSeriesd", "PainTask", "classifier_config", "input_sizes", "lr_axis", "pair_of", "score_figures",
-           "write_tiny_cohort"]
+__all__ = ["FPRAN_BASE", "LoadPairedSeriesd", "PainTask", "classifier_config", "fpran_loss", "input_sizes",
+           "joint_mode", "lr_axis", "mirrored_base", "pair_of", "score_figures", "write_tiny_cohort"]

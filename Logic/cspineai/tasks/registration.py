@@ -21,8 +21,10 @@ jitter (scale, gamma, noise) per image. No flips: the anatomy's order must be le
 
 Figures (validation): mean landmark error (mm, drives ``best.pt``), soft vertebra Dice, and the loss terms.
 
-Joint training with the classifier (``L = L_class + L_sim + L_reg``) is not a mode of this task: it needs the
-classifier's own backbones to feed FPRAN their pyramids inside the ``pain`` task's step (see docs/training.md).
+Joint training with the classifier (``L = L_class + L_sim + L_reg``) is not a mode of this task but of the ``pain``
+task (``task_options.fpran_sim`` > 0, :mod:`cspineai.tasks.pain`): there FPRAN runs on the classifier's own backbones'
+pyramids inside the classifier's step, whereas this task trains FPRAN on two light encoders of its own, without
+the outcome (docs/training.md, "Joint FPRAN training").
 """
 
 from __future__ import annotations

@@ -92,9 +92,10 @@ def model_section(init_from: str, task: str) -> dict:
     return dict(read_starting_model(init_from, task).config.get("model") or {})
 
 
-#: Heads that only serve training (the pain classifier's auxiliary findings head, ``aux_head``): a starting model may
-#: have one that this run does not train (dropped) or lack one this run trains (it starts fresh).
-TRAINING_ONLY_PREFIXES = ("aux_head.",)
+#: Heads that only serve training (the pain classifier's auxiliary findings head ``aux_head`` and its jointly trained
+#: FPRAN ``fpran``, an auxiliary network in paper 000): a starting model may have one that this run does not train
+#: (dropped) or lack one this run trains (it starts fresh).
+TRAINING_ONLY_PREFIXES = ("aux_head.", "fpran.")
 
 
 def fitting_weights(model: torch.nn.Module, weights: dict) -> dict:
