@@ -253,6 +253,8 @@ def test_auxiliary_findings_head_trains_on_synthetic_findings_and_masks_cases_wi
     assert model.aux_head.out_features == len(AUX_FINDINGS)
     items = task.data_items(read_manifest(manifest), config)
     assert np.isfinite(items[0]["aux"]).all() and np.isnan(items[3]["aux"]).all()
+    # Typed like the images, so that items from a disk cache (tensors) and fresh ones (arrays) share a batch.
+    assert isinstance(task.transforms(config, False)(items[0])["aux"], torch.Tensor)
     batch = next(iter(DataLoader(Dataset(items, task.transforms(config, True)), batch_size=4,
                                  collate_fn=task.collate())))
     loss, outputs = task.step(model, batch, config)

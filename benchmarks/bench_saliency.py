@@ -77,7 +77,7 @@ def manifest_cases(manifest: str, n: int, series: tuple[str, ...]):
     test = [c for c in cases if c.split == "test"] or cases
     for case in test[:n]:
         folder = case.path("causal_mask").parent
-        masks = {s: read_volume(folder / f"causal_mask_{s}.nii.gz") for s in series}
+        masks = {s: read_volume(folder / f"causal_mask_{s}.nii.gz", allow_constant=True) for s in series}
         yield case.case_id, {s: read_volume(case.path(s)) for s in series}, masks, int(case.label)
 
 

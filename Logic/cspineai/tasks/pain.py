@@ -331,7 +331,12 @@ class PainTask(Task):
                     mt.RandAdjustContrastd(keys=name, gamma=(1.0 - 2 * jitter, 1.0 + 2 * jitter), prob=0.3),
                     mt.RandGaussianNoised(keys=name, std=float(options["noise_std"]), prob=0.3),
                 ]
-        steps.append(mt.EnsureTyped(keys=(*names, "label", *([FPRAN_BASE] if joint else [])), track_meta=False))
+        # Every array key typed here: a disk cache hands back tensors where a fresh item has NumPy arrays, and one
+        # batch must not mix them (the collate refuses).
+        extra = [FPRAN_BASE] if joint else []
+        if float(options["aux_findings"]) > 0:
+            extra.append("aux")
+        steps.append(mt.EnsureTyped(keys=(*names, "label", *extra), track_meta=False))
         return mt.Compose(steps)
 
     def step(self, model, batch: dict, config: dict):
