@@ -7,8 +7,8 @@
 
 Table 1: for each of the six modality pairs (methods.md section 2), the two-branch pyramid classifier with plain
 convolution (``conv``), CDC (fixed theta = 0.7, full support) and ABPDC (adaptive theta, pyramid support); "+ FPRAN"
-rows come when the registration issue lands. Table 2: the four MONAI baselines (ResNet, ViT, EfficientNet, DenseNet)
-for the paper's two pairs (T1_sag + T2_tra, T1_sag + CT_bone).
+rows (``--fpran W``) train the model jointly with FPRAN, L = L_class + W L_sim + L_reg. Table 2: the four MONAI
+baselines (ResNet, ViT, EfficientNet, DenseNet) for the paper's two pairs (T1_sag + T2_tra, T1_sag + CT_bone).
 
 Protocol of every run (one configuration, one fold k): train on the training cases outside fold k, validate on fold k
 (early stopping, best epoch and the Youden threshold are chosen there), then score the cohort's held-out test cases
@@ -65,7 +65,7 @@ MODEL_LABELS = {"conv": "plain conv", "cdc": "CDC (θ=0.7)", "pdc": "PDC (θ=0.7
                 "efficientnet": "EfficientNet-B0 (MONAI)", "densenet": "DenseNet (MONAI)"}
 #: The paper trains on labels alone: pinned so that a weight set in a configuration file for the shipped model never
 #: changes the ablation (``--aux-findings`` runs set their own, see :func:`model_key`).
-LABELS_ONLY = {"task_options.aux_findings": 0.0}
+LABELS_ONLY = {"task_options.aux_findings": 0.0, "task_options.fpran_sim": 0.0}
 PROTOCOLS = {
     "paper": ("pain.yaml", {**LABELS_ONLY}),
     "cpu": ("pain_cpu.yaml", {**LABELS_ONLY}),
@@ -102,21 +102,28 @@ def portable_command(tokens) -> str:
 # --- one run -------------------------------------------------------------------------------------------------------
 
 
-def model_key(model: str, aux_findings: float = 0.0) -> str:
-    """Folder and row of ``model`` trained with the auxiliary findings loss of this weight (``abpdc+aux0.5``); a
-    label-only run keeps the bare name, so the two never share a folder."""
-    return f"{model}+aux{aux_findings:g}" if aux_findings > 0 else model
+def model_key(model: str, aux_findings: float = 0.0, fpran: float = 0.0) -> str:
+    """Folder and row of ``model`` trained with the auxiliary findings loss of this weight and/or jointly with FPRAN
+    (λ_sim ``fpran``): ``abpdc+aux0.5``, ``abpdc+fpran1``; a label-only run keeps the bare name, so none share a
+    folder."""
+    return model + (f"+aux{aux_findings:g}" if aux_findings > 0 else "") + (f"+fpran{fpran:g}" if fpran > 0 else "")
 
 
-def split_model_key(key: str) -> tuple[str, float]:
-    """``(model, aux_findings weight)`` of a :func:`model_key`."""
-    model, _, weight = key.partition("+aux")
-    return model, float(weight or 0.0)
+def split_model_key(key: str) -> tuple[str, float, float]:
+    """``(model, aux_findings weight, FPRAN λ_sim)`` of a :func:`model_key`."""
+    model, *options = key.split("+")
+    weights = {"aux": 0.0, "fpran": 0.0}
+    for option in options:
+        name = "fpran" if option.startswith("fpran") else "aux"
+        weights[name] = float(option[len(name):])
+    return model, weights["aux"], weights["fpran"]
 
 
 def model_label(key: str) -> str:
-    model, aux_findings = split_model_key(key)
+    model, aux_findings, fpran = split_model_key(key)
     label = MODEL_LABELS.get(model, model)
+    if fpran > 0:
+        label += f" + FPRAN (joint training, λ_sim {fpran:g})"
     return f"{label} + auxiliary findings (weight {aux_findings:g}; synthetic only)" if aux_findings > 0 else label
 
 
@@ -128,10 +135,12 @@ def run_config(args, pair: tuple[str, str], key: str, fold: int, out: Path) -> d
     from cspineai.training.config import load_config
 
     config_file, protocol = PROTOCOLS[args.protocol]
-    model, aux_findings = split_model_key(key)
+    model, aux_findings, fpran = split_model_key(key)
     overrides = {**protocol, **protocol_overrides(args)}
     if aux_findings > 0:  # read from the folder's name, so a resumed run keeps the weight it started with
         overrides["task_options.aux_findings"] = aux_findings
+    if fpran > 0:
+        overrides["task_options.fpran_sim"] = fpran
     sets = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     sets += [f"manifest={Path(args.manifest).resolve()}", f"output_dir={out}", f"data.fold={fold}",
              f"task_options.series={json.dumps(list(pair))}", "data.cache=disk",
@@ -321,9 +330,11 @@ def render(args, command: str, cases, reference: dict, table: dict, protocols: l
     lines += ["## Table 1: modality pairs × convolution variants", ""]
     for pair in table["pairs"]:
         lines += [f"### {pair[0]} + {pair[1]}", "", *header]
-        for key in _with_aux(table["variants"], table["aux_keys"]):
+        keys = _with_aux(table["variants"], table["aux_keys"])
+        for key in keys:
             lines.append(_row(model_label(key), table["summaries"].get(run_name(pair, key), {})))
-        lines.append("| + FPRAN | not available yet (registration issue) | | | | | |")
+        if not any(split_model_key(k)[2] > 0 and run_name(pair, k) in table["summaries"] for k in keys):
+            lines.append("| + FPRAN | not run (`--fpran 1`) | | | | | |")
         lines.append("")
     lines += ["## Table 2: MONAI baselines in the same two-branch frame", ""]
     for pair in BASELINE_PAIRS:
@@ -379,6 +390,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--aux-findings", type=float, default=0.0, metavar="W",
                         help="train the chosen models with the auxiliary findings loss of weight W (synthetic cohorts "
                              "only; own folders and rows); default 0: labels alone, the paper's protocol")
+    parser.add_argument("--fpran", type=float, default=0.0, metavar="W",
+                        help="train the chosen ABPDC-frame models jointly with FPRAN (task_options.fpran_sim = W, the "
+                             "paper's L_class + L_sim + L_reg; own folders and rows); default 0: no FPRAN")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1: see pain_cpu.yaml)")
     parser.add_argument("--report-only", action="store_true", help="run nothing; rewrite the Markdown")
     args = parser.parse_args(argv)
@@ -395,7 +409,7 @@ def plan_runs(args) -> list[tuple[tuple[str, str], str]]:
     pairs = parse_pairs(args.pairs)
     jobs = [(pair, m) for pair in pairs for m in models if m not in BASELINE_MODELS]
     jobs += [(pair, m) for pair in pairs if pair in BASELINE_PAIRS for m in models if m in BASELINE_MODELS]
-    return [(pair, model_key(m, args.aux_findings)) for pair, m in jobs]
+    return [(pair, model_key(m, args.aux_findings, args.fpran)) for pair, m in jobs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -433,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {split_model_key(k)[0] for k in keys}
     table = {"pairs": parse_pairs("all"), "summaries": summaries,
              "variants": [m for m in (*VARIANT_MODELS, "pdc", "acdc") if m in VARIANT_MODELS or m in models],
-             "aux_keys": sorted((k for k in keys if split_model_key(k)[1] > 0), key=split_model_key)}
+             "aux_keys": sorted((k for k in keys if max(split_model_key(k)[1:]) > 0), key=split_model_key)}
     reference = get_task("pain").reference_figures(test_cases)
     markdown = render(args, args.command, cases, reference, table, protocols)
     atomic_write_text(args.markdown, markdown)
