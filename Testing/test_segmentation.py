@@ -263,11 +263,16 @@ def test_cordseg_task_feeds_working_grid_tiles_with_class_indices(phantom_manife
     items = task.data_items(read_manifest(phantom_manifest), config)
     assert len(items) == 2  # two series with labels
     train = task.transforms(config, train=True)(items[0])
-    assert len(train) == 2 and train[0]["image"].shape == train[0]["label"].shape == (1, 64, 64)
-    assert int(train[0]["label"].max()) < len(SEGMENTATION_CLASSES)
+    # samples_per_volume tiles centred on the classes, then column_samples tiles at the cord's in-plane position in
+    # random slices, lateral ones included.
+    assert len(train) == 2 + task.options_defaults["column_samples"]
+    assert all(t["image"].shape == t["label"].shape == (1, 64, 64) for t in train)
+    assert int(max(t["label"].max() for t in train)) < len(SEGMENTATION_CLASSES)
     val = task.transforms(config, train=False)(items[1])  # the axial series, resampled to sagittal slices
-    assert val["image"].shape == (1, 64, 64)
-    assert (val["label"] == 1).sum() > 20  # the validation tile is centred on the cord
+    assert all(v["image"].shape == (1, 64, 64) for v in val)
+    cord_per_slice = [int((v["label"] == 1).sum()) for v in val]
+    assert max(cord_per_slice) > 20  # the tiles are centred on the cord ...
+    assert min(cord_per_slice) == 0  # ... and the lateral slices, without cord, are validated too
 
 
 def test_cordseg_step_returns_a_loss_and_dice_counts(phantom_manifest, tmp_path):
@@ -325,12 +330,6 @@ def shipped_cord_dice(shipped_model) -> float:
 
 
 @pytest.mark.slow
-def test_shipped_model_segments_the_cord_of_a_generated_case(shipped_cord_dice):
-    # Regression guard at the level the shipped cordseg-unet 1.0.0 reaches (measured 0.785 on this case).
-    assert shipped_cord_dice >= 0.75
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue target (Dice >= 0.85) not reached by cordseg-unet 1.0.0 (0.785)")
 def test_shipped_model_reaches_the_issue_target_on_a_generated_case(shipped_cord_dice):
+    # Issue 7's test: Dice >= 0.85 with the shipped weights (cordseg-unet 1.1.0 measured 0.861 on this case's T2_sag).
     assert shipped_cord_dice >= 0.85

@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 Produced by `{command}` ({time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, {time.time() - start:.0f} s in all).
 
 - Machine: {machine_summary()}. The machine was shared with other jobs: timings are indicative.
-- Cohort: `{args.manifest}` (`cspineai phantom --n 80 --seed 77 --resolution coarse`, the fixed generator: CT and
+- Cohort: `{args.manifest}` (`python Training/cohorts.py registration`; its test pairs are cases 60-79 of
+  `cspineai phantom --n 80 --seed 77 --resolution coarse`, the fixed generator: CT and
   MRI in one patient frame), `split == {args.split}`: n = {len(cases)} pairs never seen in training
   ({cases[0].case_id} .. {cases[-1].case_id}). Moving: axial `CT_bone` (1 x 1 x 3 mm); fixed: sagittal `T1_sag`
   (1 x 1 x 3.5 mm, 13 slices).
@@ -165,7 +166,8 @@ Methods compared (all start from the header alignment, the CT's and MRI's positi
   5 mm steps) on 4 mm copies; rigid (Euler, regular-step gradient descent, shrink 4-2); cubic B-spline (50 mm mesh,
   L-BFGS-B, 20 iterations, half resolution). Bounded iteration counts; ITK threads as stated above.
 - FPRAN: `cspineai.nn.fpran.RegistrationNet` at its training spacing, trained by `cspineai.tasks.registration`
-  (Training/configs/registration.yaml) on cases 0-59 of the same cohort; similarity as named.
+  (Training/configs/registration.yaml) on the manifest's training cases (each model's card says which); similarity
+  as named.
 """
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, report)
