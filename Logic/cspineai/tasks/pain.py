@@ -114,14 +114,19 @@ def fpran_loss(config: dict):
                              "reg": float(options["fpran_reg"]), "ncc_window": window})
 
 
-def finding_targets(case) -> np.ndarray:
-    """The :data:`AUX_FINDINGS` terms of a synthetic case (its ``clinical`` JSON); NaN where the case has none."""
+def read_clinical(case) -> dict:
+    """A case's ``clinical`` JSON (the synthetic cohort's covariates, findings and pain probability); ``{}`` without."""
     import json
 
+    file = case.paths.get("clinical")
+    return json.loads(open(file, encoding="utf-8").read()) if file is not None else {}
+
+
+def finding_targets(case) -> np.ndarray:
+    """The :data:`AUX_FINDINGS` terms of a synthetic case (its ``clinical`` JSON); NaN where the case has none."""
     from ..phantom.outcome import rule_terms
 
-    file = case.paths.get("clinical")
-    clinical = json.loads(open(file, encoding="utf-8").read()) if file is not None else {}
+    clinical = read_clinical(case)
     if "findings" not in clinical:
         return np.full(len(AUX_FINDINGS), np.nan, dtype=np.float32)
     terms = rule_terms(clinical["findings"], clinical)
@@ -345,23 +350,19 @@ class PainTask(Task):
         label = batch["label"].long()
         weight = float(config["task_options"]["aux_findings"])
         joint = joint_mode(config)
-        if weight > 0 or joint:
-            out = model(inputs, return_features=True, fpran_base=batch[FPRAN_BASE].float() if joint else None)
-            logits = out.logits
-            loss = nn.functional.cross_entropy(logits.float(), label)
-            if weight > 0:
-                target = torch.as_tensor(batch["aux"]).float()
-                known = torch.isfinite(target)
-                if known.any():
-                    loss = loss + weight * nn.functional.mse_loss(out.aux.float()[known], target[known])
-            if joint:  # the sagittal (MRI) working image against the axial (CT) one warped onto it
-                registration, sagittal = out.registration, pair_of(config)[1]
-                joint_loss, terms = fpran_loss(config)(inputs[sagittal], registration.warped_ct.float(),
-                                                       registration.displacement_voxels.float())
-                loss = loss + joint_loss
-        else:
-            logits = model(inputs)
-            loss = nn.functional.cross_entropy(logits.float(), label)
+        out = model(inputs, return_features=True, fpran_base=batch[FPRAN_BASE].float() if joint else None)
+        logits = out.logits
+        loss = nn.functional.cross_entropy(logits.float(), label)
+        if weight > 0:
+            target = torch.as_tensor(batch["aux"]).float()
+            known = torch.isfinite(target)
+            if known.any():
+                loss = loss + weight * nn.functional.mse_loss(out.aux.float()[known], target[known])
+        if joint:  # the sagittal (MRI) working image against the axial (CT) one warped onto it
+            registration, sagittal = out.registration, pair_of(config)[1]
+            joint_loss, terms = fpran_loss(config)(inputs[sagittal], registration.warped_ct.float(),
+                                                   registration.displacement_voxels.float())
+            loss = loss + joint_loss
         score = torch.softmax(logits.detach().float(), dim=1)[:, 1]
         outputs = {"score": score, "label": label.detach(), "case_id": list(batch["case_id"])}
         if weight > 0:
@@ -387,17 +388,14 @@ class PainTask(Task):
         and the accuracy and AUC of the image-only oracle P(pain | image findings)
         (:func:`cspineai.phantom.outcome.image_only_probability`), the ceiling of a model that sees only the images.
         Nothing for cases without them (a real site's data)."""
-        import json
-
         from ..metrics.classification import roc_auc
         from ..phantom.outcome import image_only_probability
 
-        files = [case.paths.get("clinical") for case in cases]
-        if not cases or None in files:
+        if not cases:
             return {}
         p, q = [], []
-        for n, file in enumerate(files):
-            clinical = json.loads(open(file, encoding="utf-8").read())
+        for n, case in enumerate(cases):
+            clinical = read_clinical(case)
             if "pain_probability" not in clinical or "findings" not in clinical:
                 return {}
             p.append(clinical["pain_probability"])
