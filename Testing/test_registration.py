@@ -170,3 +170,30 @@ def test_fpran_without_a_model_names_the_missing_registry_entry(pair, monkeypatc
 def test_rejects_an_unknown_method(pair):
     with pytest.raises(ValueError, match="method must be one of"):
         register(pair["ct"], pair["mri"], method="demons")
+
+
+# --- the benchmark ---------------------------------------------------------------------------------------------------
+def test_benchmark_scores_the_generators_displacement_as_the_ceiling(tmp_path, capsys):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from cspineai.phantom import generate_cohort
+
+    manifest = generate_cohort(1, tmp_path / "cohort", seed=77, resolution="coarse")
+    split = manifest.read_text().splitlines()[1].split(",")[3]
+    spec = importlib.util.spec_from_file_location(
+        "bench_registration", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_registration.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_registration"] = bench
+    spec.loader.exec_module(bench)
+    out = tmp_path / "registration.md"
+    assert bench.main(["--manifest", str(manifest), "--split", split, "--n", "1", "--no-bspline", "--threads", "1",
+                       "--out", str(out)]) == 0
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line}
+    truth, identity = rows["truth (generator's displacement)"], rows["identity (headers)"]
+    assert float(truth[1]) < 0.05  # landmark mean (mm): the truth maps every landmark onto its CT position
+    assert float(truth[0]) > 0.8 and float(truth[0]) > float(identity[0])  # vertebra Dice: resampling costs a little
+    assert float(truth[1]) < float(identity[1])
+    assert "truth (generator's displacement)" in out.read_text()

@@ -242,6 +242,23 @@ def test_gradcam_points_at_the_blob_the_model_depends_on(blob_model):
     assert sum(r.hit for r in results) >= 6, [round(r.distance_mm, 1) for r in results]
 
 
+def test_gradcam_on_a_finer_pyramid_level_points_at_the_blob_too(blob_model):
+    model, x, regions = blob_model
+    maps = working_saliency(model, x, "gradcam", level=3)["T1_sag"].numpy()
+    assert maps.shape == (len(regions), *SAG) and maps.min() >= 0.0 and maps.max() <= 1.0
+    results = [pointing_game(m, r, (1.0, 1.0, 1.0), margin_mm=10.0) for m, r in zip(maps, regions, strict=True)]
+    assert sum(r.hit for r in results) >= 6, [round(r.distance_mm, 1) for r in results]
+    # the level's own layer is hooked: its map differs from the last stage's
+    assert not np.allclose(maps, working_saliency(model, x, "gradcam")["T1_sag"].numpy())
+
+
+def test_gradcam_level_is_checked():
+    model = tiny_classifier()
+    assert model.target_layers(2)["T1_sag"] is model.branches["T1_sag"].stages[1]
+    with pytest.raises(ValueError, match="level must be in 1..4"):
+        model.target_layers(5)
+
+
 def test_integrated_gradients_and_occlusion_point_at_the_blob(blob_model):
     model, x, regions = blob_model
     maps = working_saliency(model, x, "integrated_gradients", steps=8)["T1_sag"].numpy()

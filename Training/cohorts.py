@@ -1,5 +1,5 @@
-"""``python Training/cohorts.py {pain,cordseg,registration} --out data``: rebuild the synthetic training data of a
-shipped model, exactly (same seeds, same splits), and write the manifest its training command reads.
+"""``python Training/cohorts.py {pain,pain2500,cordseg,registration} --out data``: rebuild the synthetic training
+data of a shipped model, exactly (same seeds, same splits), and write the manifest its training command reads.
 
 Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (``cspineai phantom``) into
 ``OUT/<part>/`` and writes ``OUT/<recipe>.csv``:
@@ -8,6 +8,7 @@ Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (`
   figures of the model card) plus 750 more coarse cases (seed 2027) that only ever train (their own test split is
   folded back into training, their folds kept), because 200 training cases were too few for the CPU-trained
   classifier to learn the image findings (docs/results/pain_ablation.md keeps the paper-sized protocol).
+- ``pain2500``: ``pain`` plus 1500 more coarse training-only cases (seed 2028); same validation fold and test split.
 - ``cordseg``: 36 + 64 domain-randomised cases (seeds 101, 303) and 12 ordinary ones (seed 202), default protocol;
   each part keeps its own 20% test split (the segmentation benchmark's held-out volumes).
 - ``registration``: 80 coarse cases (seed 77); the first 60 train (every 10th validates), the last 20 are held out
@@ -45,6 +46,8 @@ class Part:
 
 RECIPES = {
     "pain": (Part("pain250", 250, 2026, "coarse"), Part("pain750x", 750, 2027, "coarse", train_only=True)),
+    "pain2500": (Part("pain250", 250, 2026, "coarse"), Part("pain750x", 750, 2027, "coarse", train_only=True),
+                 Part("pain1500y", 1500, 2028, "coarse", train_only=True)),
     "cordseg": (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 12, 202),
                 Part("cordseg_dr2", 64, 303, randomize=True)),
     "registration": (Part("regcohort", 80, 77, "coarse"), Part("regcohort2", 120, 78, "coarse", train_only=True)),

@@ -112,7 +112,8 @@ def evaluate_case(model, series, masks, label, methods, args, rng):
             chance[s] = float((distance_to_region(mask, masks[s].spacing[::-1]) <= args.margin_mm).mean())
     results = {}
     for method in methods:
-        options = {"steps": args.ig_steps} if method == "integrated_gradients" else {}
+        options = ({"steps": args.ig_steps} if method == "integrated_gradients"
+                   else {"level": args.gradcam_level} if method == "gradcam" and args.gradcam_level else {})
         start = time.perf_counter()
         maps = working_saliency(model, tensors, method, 1, **options)
         on_series = {s: to_series_grid(maps[s][0].numpy(), prepared[s].grid, series[s]) for s in names}
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--margin-mm", type=float, default=None, help="pointing-game tolerance (default 10 mm)")
     parser.add_argument("--steps", type=int, default=20, help="deletion-curve steps")
     parser.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients path points")
+    parser.add_argument("--gradcam-level", type=int, default=0,
+                        help="pyramid level (1-4) Grad-CAM weights (default 0: the last stage)")
     parser.add_argument("--blur-mm", type=float, default=8.0, help="sigma of the blurred deletion baseline (mm)")
     parser.add_argument("--resolution", default="default", help="phantom protocol preset (default, coarse)")
     parser.add_argument("--threads", type=int, default=2)
@@ -199,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {args.model}; series {', '.join(names)}; {len(rows)} cases from {source}, "
           f"{sum(r['label'] for r in rows)} positive")
     print(f"pointing game: margin {args.margin_mm:g} mm, positive cases with a causal region in the series; deletion: "
-          f"{args.steps} steps, blurred baseline sigma {args.blur_mm:g} mm, AUC of p(pain) (lower is better)\n")
+          f"{args.steps} steps, blurred baseline sigma {args.blur_mm:g} mm, AUC of p(pain) (lower is better); "
+          f"Grad-CAM on {f'pyramid level {args.gradcam_level}' if args.gradcam_level else 'the last stage'}\n")
     print("\n".join(summarise(rows, names, methods)))
     if args.json:
         from cspineai.atomic import atomic_write_text

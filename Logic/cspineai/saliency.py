@@ -160,13 +160,15 @@ def feature_upsampler(branch: nn.Module | None) -> Callable[[Sequence[int]], Cal
 
 
 # --- the three methods on working-grid tensors -----------------------------------------------------------------------
-def gradcam(model: nn.Module, tensors: Mapping[str, torch.Tensor], target_class: int = 1) -> dict[str, torch.Tensor]:
+def gradcam(model: nn.Module, tensors: Mapping[str, torch.Tensor], target_class: int = 1,
+            level: int | None = None) -> dict[str, torch.Tensor]:
     """Grad-CAM of ``target_class`` per branch: ``{series: (B, 1, D, H, W)}`` on each input's grid, >= 0, not
-    normalised. ``tensors``: ``{series: (B, 1, D, H, W)}`` working-grid inputs."""
+    normalised. ``tensors``: ``{series: (B, 1, D, H, W)}`` working-grid inputs; ``level``: the pyramid level whose
+    activations are weighted (default: the last stage, as the paper; a finer level gives a sharper map)."""
     from monai.visualize import GradCAM
 
     out = {}
-    targets = model.target_layers()
+    targets = model.target_layers() if level is None else model.target_layers(level)
     branches = getattr(model, "branches", {})
     with _eval_mode(model):
         for series in branch_series(model):
@@ -254,8 +256,8 @@ def working_saliency(model: nn.Module, tensors: Mapping[str, torch.Tensor], meth
     """Normalised maps ``{series: (B, D, H, W)}`` in [0, 1] on the working grids (each sample normalised alone).
 
     ``tensors``: ``{series: (B, 1, D, H, W)}``, as the classifier takes them; ``options`` go to the method
-    (``steps``/``baselines``/``batch_size`` for integrated gradients, ``mask_size``/``overlap``/``batch_size`` for
-    occlusion).
+    (``level`` for Grad-CAM, ``steps``/``baselines``/``batch_size`` for integrated gradients,
+    ``mask_size``/``overlap``/``batch_size`` for occlusion).
     """
     series = branch_series(model)
     missing = [s for s in series if s not in tensors]

@@ -278,9 +278,20 @@ class TwoBranchClassifier(nn.Module):
         self.fpran = fpran
         self.config = dict(config or {})
 
-    def target_layers(self) -> dict[str, nn.Module]:
-        """Per series, the layer Grad-CAM hooks: the last stage of each branch."""
-        return {name: branch.target_layer for name, branch in self.branches.items()}
+    def target_layers(self, level: int | None = None) -> dict[str, nn.Module]:
+        """Per series, the layer Grad-CAM hooks: the last stage of each branch, or pyramid ``level`` (1..4) of a
+        pyramid backbone (finer levels localise more sharply; MONAI branches have no levels)."""
+        if level is None:
+            return {name: branch.target_layer for name, branch in self.branches.items()}
+        layers = {}
+        for name, branch in self.branches.items():
+            stages = getattr(branch, "stages", None)
+            if stages is None:
+                raise ValueError(f"the {name} branch ({type(branch).__name__}) has no pyramid levels to choose from")
+            if not 1 <= int(level) <= len(stages):
+                raise ValueError(f"level must be in 1..{len(stages)}, got {level}")
+            layers[name] = stages[int(level) - 1]
+        return layers
 
     def forward(self, inputs: Mapping[str, torch.Tensor], return_features: bool = False,
                 fpran_base: torch.Tensor | None = None):
