@@ -1,5 +1,5 @@
-"""``python Training/cohorts.py {pain,pain2500,cordseg,registration} --out data``: rebuild the synthetic training
-data of a shipped model, exactly (same seeds, same splits), and write the manifest its training command reads.
+"""``python Training/cohorts.py RECIPE --out data``: rebuild the synthetic training data of a shipped model, exactly
+(same seeds, same splits), and write the manifest its training command reads (recipes: :data:`RECIPES`).
 
 Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (``cspineai phantom``) into
 ``OUT/<part>/`` and writes ``OUT/<recipe>.csv``:
@@ -14,6 +14,7 @@ Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (`
 - ``registration``: 80 coarse cases (seed 77); the first 60 train (every 10th validates), the last 20 are held out
   (:func:`cspineai.tasks.registration.write_split_manifest`, the benchmark's pairs); plus 120 coarse cases (seed 78)
   that only train (every 10th validates), because 54 training pairs left FPRAN overfitting.
+- ``registration500``: ``registration`` plus 300 coarse training-only cases (seed 79), the same 20 held-out pairs.
 
 Parts already generated (their ``manifest.csv`` exists) are reused, so an interrupted run can be started again.
 Generation takes ~1.2 s per coarse case and ~2.5 s per default case per worker on a 2-core CPU.
@@ -51,6 +52,8 @@ RECIPES = {
     "cordseg": (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 12, 202),
                 Part("cordseg_dr2", 64, 303, randomize=True)),
     "registration": (Part("regcohort", 80, 77, "coarse"), Part("regcohort2", 120, 78, "coarse", train_only=True)),
+    "registration500": (Part("regcohort", 80, 77, "coarse"), Part("regcohort2", 120, 78, "coarse", train_only=True),
+                        Part("regcohort3", 300, 79, "coarse", train_only=True)),
 }
 
 
@@ -62,7 +65,7 @@ def build(recipe: str, out: Path, workers: int) -> Path:
             generate_cohort(part.n, out / part.folder, seed=part.seed, randomize=part.randomize, workers=workers,
                             resolution=part.resolution)
         part_cases = read_manifest(manifest)
-        if recipe == "registration":  # split by case order, not label (see write_split_manifest)
+        if recipe.startswith("registration"):  # split by case order, not label (see write_split_manifest)
             split_registration(part_cases, n_train=len(part_cases) if part.train_only else 60)
         elif part.train_only:
             for case in part_cases:

@@ -18,7 +18,8 @@ and writes the Markdown table (command, machine, cohort, n) to ``docs/results/re
         --model fpran-ncc=runs/registration-ncc/checkpoints/best.pt \
         --model fpran-mind=runs/registration-mind/checkpoints/best.pt [--threads 2]
 
-``--model`` takes a training checkpoint or a registry id. Timings depend on the machine's load (printed with them).
+``--model`` takes a training checkpoint or a registry id (``id@version`` for an older one). Timings depend on the
+machine's load (printed with them).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def evaluate(result, pair: dict) -> dict:
 
 
 def load_fpran(spec: str):
-    """A RegistrationNet from a training checkpoint (a path) or a registry id."""
+    """A RegistrationNet from a training checkpoint (a path) or a registry id (``id`` or ``id@version``)."""
     if Path(spec).is_file():
         from cspineai.training.checkpoint import load_checkpoint, model_weights
         from cspineai.training.config import resolve_config
@@ -95,7 +96,8 @@ def load_fpran(spec: str):
         return model.eval()
     from cspineai.models.registry import load_model
 
-    return load_model(spec)[0]
+    model_id, _, version = spec.partition("@")
+    return load_model(model_id, version or None)[0]
 
 
 def summarise(rows: list[dict]) -> dict:
