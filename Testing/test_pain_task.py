@@ -308,3 +308,14 @@ def test_ablation_pins_labels_only_training_keeps_aux_runs_apart_and_prints_no_r
     assert "auxiliary findings weight 0.5" in text and "image-only oracle" in text
     assert "`data/pain250/manifest.csv`" in text and "--manifest data/old/manifest.csv" in text
     assert str(REPO) not in text
+
+
+def test_ablation_report_marks_joint_fpran_rows_of_mri_only_pairs_not_applicable(tiny_manifest):
+    ablation = _load_ablation()
+    args = ablation.parse_args(["--manifest", str(tiny_manifest), "--fpran", "1"])
+    pairs = [("T2_sag", "T2_tra"), ("T1_sag", "CT_bone")]
+    table = {"pairs": pairs, "variants": ["abpdc"], "aux_keys": ["abpdc+fpran1"], "summaries": {}}
+    text = ablation.render(args, args.command, read_manifest(tiny_manifest), {}, table, [])
+    mri_only, with_ct = text.split("### T1_sag + CT_bone")[0], text.split("### T1_sag + CT_bone")[1]
+    assert "| ABPDC + FPRAN (joint training, λ_sim 1) | n/a (FPRAN registers a CT to an MRI" in mri_only
+    assert "| ABPDC + FPRAN (joint training, λ_sim 1) | not run |" in with_ct.split("## Table 2")[0]

@@ -38,7 +38,7 @@ def test_recipe_keeps_the_paper_split_and_folds_extra_cases_into_training(tmp_pa
 def test_the_shipped_recipes_name_the_seeds_of_the_model_cards():
     cohorts = _cohorts()
     cards = "".join(p.read_text(encoding="utf-8") for p in (REPO / "Logic/cspineai/models").glob("*.md"))
-    for recipe in ("pain2500", "cordseg", "registration"):
+    for recipe in ("pain2500", "cordseg", "registration500"):
         assert f"cohorts.py {recipe}" in cards, recipe
         for part in cohorts.RECIPES[recipe]:
             assert f"seed {part.seed}" in cards or f"--seed {part.seed}" in cards, (recipe, part)

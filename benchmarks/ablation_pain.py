@@ -271,11 +271,18 @@ def summarise(results: list[dict]) -> dict:
     }
 
 
-def _row(label: str, summary: dict) -> str:
+def _row(label: str, summary: dict, applicable: bool = True) -> str:
+    if not applicable:
+        return f"| {label} | n/a (FPRAN registers a CT to an MRI; no CT in this pair) | | | | | |"
     if not summary:
         return f"| {label} | not run | | | | | |"
     return (f"| {label} | {summary['folds']} | {summary['accuracy']} | {summary['f1']} | {summary['auc']} | "
             f"{summary['auc_ci']} | {summary['val_auc']} |")
+
+
+def _applicable(pair: tuple[str, str], key: str) -> bool:
+    """False for a joint-FPRAN row of a pair without a CT series (nothing to register)."""
+    return split_model_key(key)[2] == 0 or any(series.startswith("CT") for series in pair)
 
 
 def _protocol_text(p: dict) -> str:
@@ -332,7 +339,8 @@ def render(args, command: str, cases, reference: dict, table: dict, protocols: l
         lines += [f"### {pair[0]} + {pair[1]}", "", *header]
         keys = _with_aux(table["variants"], table["aux_keys"])
         for key in keys:
-            lines.append(_row(model_label(key), table["summaries"].get(run_name(pair, key), {})))
+            lines.append(_row(model_label(key), table["summaries"].get(run_name(pair, key), {}),
+                              _applicable(pair, key)))
         if not any(split_model_key(k)[2] > 0 for k in keys):
             lines.append("| + FPRAN | not run (`--fpran 1`) | | | | | |")
         lines.append("")
@@ -340,7 +348,8 @@ def render(args, command: str, cases, reference: dict, table: dict, protocols: l
     for pair in BASELINE_PAIRS:
         lines += [f"### {pair[0]} + {pair[1]}", "", *header]
         for key in _with_aux((*BASELINE_MODELS, "abpdc"), table["aux_keys"]):
-            lines.append(_row(model_label(key), table["summaries"].get(run_name(pair, key), {})))
+            lines.append(_row(model_label(key), table["summaries"].get(run_name(pair, key), {}),
+                              _applicable(pair, key)))
         lines.append("")
     lines += ["## ABPDC against CDC", ""]
     verdicts = []
