@@ -53,15 +53,14 @@ def truth_result(case, mri):
     Its vertebra Dice is below 1 because both label maps are rasterised on their own grids (CT 1 x 1 x 3 mm, MRI
     slices 3.5 mm thick) and the warped CT labels are resampled once more by nearest neighbour.
     """
-    import SimpleITK as sitk
-
-    from cspineai.geometry import lps_to_ras
+    from cspineai.geometry import lps_to_ras, same_grid
     from cspineai.metrics.registration import jacobian_figures
+    from cspineai.phantom.cohort import read_displacement
     from cspineai.registration import RegistrationResult
 
-    field = sitk.GetArrayFromImage(sitk.ReadImage(str(case.path("displacement")), sitk.sitkVectorFloat64))
-    if field.shape != (*mri.array.shape, 3):
-        raise ValueError(f"{case.case_id}: displacement {field.shape} is not on the T1_sag grid {mri.array.shape}")
+    field, grid = read_displacement(case.path("displacement"))
+    if not same_grid(grid, mri):
+        raise ValueError(f"{case.case_id}: the displacement field is not on the T1_sag grid")
     figures = jacobian_figures(field, mri.spacing, mri.direction)
     return RegistrationResult(displacement_ras=lps_to_ras(field).astype(np.float32), reference=mri, warped_ct=None,
                               seconds=0.0, method="truth", **figures)

@@ -112,8 +112,8 @@ def evaluate_case(model, series, masks, label, methods, args, rng):
             chance[s] = float((distance_to_region(mask, masks[s].spacing[::-1]) <= args.margin_mm).mean())
     results = {}
     for method in methods:
-        options = ({"steps": args.ig_steps} if method == "integrated_gradients"
-                   else {"level": args.gradcam_level} if method == "gradcam" and args.gradcam_level else {})
+        options = {"integrated_gradients": {"steps": args.ig_steps},
+                   "gradcam": {"level": args.gradcam_level or None}}.get(method, {})
         start = time.perf_counter()
         maps = working_saliency(model, tensors, method, 1, **options)
         on_series = {s: to_series_grid(maps[s][0].numpy(), prepared[s].grid, series[s]) for s in names}

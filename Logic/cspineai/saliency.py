@@ -168,7 +168,7 @@ def gradcam(model: nn.Module, tensors: Mapping[str, torch.Tensor], target_class:
     from monai.visualize import GradCAM
 
     out = {}
-    targets = model.target_layers() if level is None else model.target_layers(level)
+    targets = model.target_layers(level)
     branches = getattr(model, "branches", {})
     with _eval_mode(model):
         for series in branch_series(model):

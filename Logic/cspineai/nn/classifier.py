@@ -48,7 +48,7 @@ from ..errors import CSpineInputError
 from ..series import SERIES_PLANE
 from .abpdc import DEFAULT_THETA, VARIANTS
 from .backbone import DEFAULT_WIDTHS, PyramidBackbone
-from .fpran import FPRAN, FPRANOutput
+from .fpran import FPRAN, FPRAN_DEFAULTS, FPRANOutput
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "series": ["T1_sag", "CT_bone"],  # the paper's best pair
@@ -63,9 +63,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "aux_outputs": 0,  # > 0: a second linear head on the same pooled features (training-time auxiliary targets)
     "fpran": None,  # a dict of FPRAN options: the registration head of joint training (module docstring)
 }
-
-#: FPRAN options of the classifier's registration head (``config["fpran"]``); see :class:`~cspineai.nn.fpran.FPRAN`.
-FPRAN_DEFAULTS: dict[str, Any] = {"hidden": 32, "radius": [1, 2, 2], "affine_bound": 0.25, "paired_affine": True}
 
 #: The modality pairs of the paper's Table 1, (sagittal, axial).
 PAPER_PAIRS = (

@@ -31,6 +31,10 @@ import torch.nn.functional as F  # noqa: N812
 from monai.networks.blocks import Convolution
 from torch import nn
 
+#: Options of an :class:`FPRAN` head and their defaults (the classifier's joint head and the registration task's
+#: network read them from configurations).
+FPRAN_DEFAULTS: dict = {"hidden": 32, "radius": [1, 2, 2], "affine_bound": 0.25, "paired_affine": True}
+
 # --- geometry: header-derived base transform and grids ---------------------------------------------------------------
 
 

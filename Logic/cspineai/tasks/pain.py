@@ -55,7 +55,7 @@ import torch
 from monai.transforms import Transform
 from torch import nn
 
-from ..nn.classifier import FPRAN_DEFAULTS
+from ..nn.fpran import FPRAN_DEFAULTS
 from ..training.tasks import Task, register_task
 
 #: Image terms of the synthetic outcome rule regressed by the auxiliary head (``aux_findings`` > 0).

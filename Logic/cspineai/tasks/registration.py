@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..nn.fpran import FPRAN_DEFAULTS
 from ..training.tasks import Task, register_task
 
 #: Vertebra map values 1..7 = C2..T1 (body + posterior elements of :data:`cspineai.series.LABELS`), 0 elsewhere.
@@ -188,8 +189,7 @@ def _augment_transform():
 class RegistrationTask(Task):
     name = "registration"
     required_columns = ("CT_bone", "T1_sag", "CT_bone_labels", "T1_sag_labels", "landmarks")
-    model_defaults = {"channels": [8, 16, 16, 32], "hidden": 32, "radius": [1, 2, 2], "affine_bound": 0.25,
-                      "paired_affine": True}
+    model_defaults = {"channels": [8, 16, 16, 32], **FPRAN_DEFAULTS}
     options_defaults = {
         "ct": "CT_bone",
         "mri": "T1_sag",
