@@ -140,6 +140,20 @@ def test_prepared_inputs_give_the_same_maps_as_volumes(case_series):
         assert same_grid(on_working[name], prepared[name].grid)
 
 
+def test_volumes_are_prepared_on_the_grids_the_model_was_trained_on(case_series):
+    # The shipped classifier reads coarser grids than the defaults: maps of the default grids would explain inputs
+    # the model never saw (and that predict_pain does not give it).
+    from cspineai.preprocess import model_grids
+
+    model = tiny_classifier({"T1_sag": [8, 32, 32], "CT_bone": [8, 24, 24]})
+    prepared = prepare_case(case_series, model.series, model_grids(model))
+    assert {s: prepared[s].tensor.shape[1:] for s in model.series} == {"T1_sag": (8, 32, 32), "CT_bone": (8, 24, 24)}
+    from_volumes = saliency_maps(model, case_series)
+    from_prepared = saliency_maps(model, prepared, references=case_series)
+    for name in model.series:
+        np.testing.assert_allclose(from_volumes[name].array, from_prepared[name].array, atol=1e-6)
+
+
 def test_gradcam_leaves_no_hooks_and_restores_training_mode():
     model = tiny_classifier({"T1_sag": [8, 32, 32], "CT_bone": [8, 32, 32]}).train()
     tensors = {s: torch.rand(1, 1, 8, 32, 32) for s in model.series}

@@ -93,11 +93,11 @@ def evaluate_case(model, series, masks, label, methods, args, rng):
         pointing_game,
         random_order,
     )
-    from cspineai.preprocess import prepare_case
+    from cspineai.preprocess import model_grids, prepare_case
     from cspineai.saliency import class_probability, to_series_grid, working_saliency
 
     names = tuple(model.series)
-    prepared = prepare_case(series, names)
+    prepared = prepare_case(series, names, model_grids(model))
     device = next(model.parameters()).device
     tensors = {s: prepared[s].tensor[None].to(device) for s in names}
     baselines, random_auc, chance = {}, {}, {}

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .preprocess import PreparedSeries, grid_for_size, prepare_case
+from .preprocess import PreparedSeries, model_grids, prepare_case
 from .volume import Volume
 
 #: Registry id of the shipped neck-pain classifier (T1_sag + CT_bone, ABPDC).
@@ -41,12 +41,6 @@ class PainPrediction:
     features: dict[str, np.ndarray]
     inputs: dict[str, PreparedSeries]
     series: tuple[str, ...]
-
-
-def model_grids(model) -> dict:
-    """The working grid of every series the model reads, from its configuration's ``input_sizes``."""
-    sizes = dict(getattr(model, "config", {}).get("input_sizes") or {})
-    return {name: grid_for_size(name, sizes[name]) for name in model.series if name in sizes}
 
 
 def predict_pain(series: Mapping[str, Volume | None], model, device: str | None = None) -> PainPrediction:
@@ -77,4 +71,4 @@ def predict_pain(series: Mapping[str, Volume | None], model, device: str | None 
     return PainPrediction(probability, logits.numpy(), features, prepared, tuple(model.series))
 
 
-__all__ = ["PAIN_CLASS", "PainPrediction", "model_grids", "predict_pain"]
+__all__ = ["PAIN_CLASS", "PainPrediction", "predict_pain"]

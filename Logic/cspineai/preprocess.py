@@ -179,6 +179,13 @@ def grid_for_size(series: str, size: Sequence[int]) -> WorkingGrid:
     return WorkingGrid(size, spacing)
 
 
+def model_grids(model) -> dict[str, WorkingGrid]:
+    """The working grid of every series a classifier reads, from its configuration's ``input_sizes``: the grids it
+    was trained on, which prediction and saliency must both use (series it has no size for take the defaults)."""
+    sizes = dict(getattr(model, "config", {}).get("input_sizes") or {})
+    return {name: grid_for_size(name, sizes[name]) for name in model.series if name in sizes}
+
+
 def prepare_series(volume: Volume, series: str, grid: WorkingGrid | None = None) -> PreparedSeries:
     """Check, resample onto the working grid (default :data:`WORKING_GRIDS`) and normalise one series."""
     import torch
@@ -219,6 +226,7 @@ __all__ = [
     "WorkingGrid",
     "check_series",
     "grid_for_size",
+    "model_grids",
     "mri_percentiles",
     "normalise_intensity",
     "prepare_case",

@@ -316,7 +316,8 @@ def saliency_maps(model: nn.Module, inputs: Mapping, method: str = "gradcam", ta
     Args:
         model: a :class:`~cspineai.nn.classifier.TwoBranchClassifier` (any backbone).
         inputs: either the series as acquired, ``{series: Volume}`` (prepared here with
-            :func:`cspineai.preprocess.prepare_case`; maps come back on these volumes' grids), or already prepared
+            :func:`cspineai.preprocess.prepare_case` on the model's own working grids, as prediction prepares them;
+            maps come back on these volumes' grids), or already prepared
             series, ``{series: PreparedSeries}`` (maps come back on ``references[series]`` when given, else on the
             working grids).
         method: ``"gradcam"``, ``"integrated_gradients"`` or ``"occlusion"`` (module docstring).
@@ -327,14 +328,14 @@ def saliency_maps(model: nn.Module, inputs: Mapping, method: str = "gradcam", ta
     Returns:
         ``{series: Volume}`` for each series of the model; ``modality`` is ``"saliency"``.
     """
-    from .preprocess import PreparedSeries, prepare_case
+    from .preprocess import PreparedSeries, model_grids, prepare_case
 
     series = branch_series(model)
     if all(isinstance(inputs.get(s), PreparedSeries) for s in series):
         prepared = {s: inputs[s] for s in series}
         references = dict(references or {})
     else:
-        prepared = prepare_case(inputs, series)
+        prepared = prepare_case(inputs, series, model_grids(model))  # the grids the model was trained on
         references = {s: inputs[s] for s in series}
     device = next(model.parameters()).device
     tensors = {s: torch.as_tensor(prepared[s].tensor)[None].to(device) for s in series}
