@@ -138,6 +138,34 @@ def test_registration_loss_reaches_the_zero_initialised_layers(pair, net):
     assert net.fpran.level4.affine.params.weight.grad.abs().sum() > 0
 
 
+def test_image_level_starts_from_the_four_level_models_exact_output_and_refines_at_the_image_grid(pair, net):
+    from cspineai.training.init_from import fitting_weights, weight_mismatches
+
+    _, mri_w, base, ct_t, mri_t = working_tensors(pair)
+    four = perturb(net).eval()
+    five = RegistrationNet(**{**four.config, "image_level": True}).eval()
+    weights = fitting_weights(five, four.state_dict())
+    assert weight_mismatches(five, weights) == []
+    five.load_state_dict(weights)
+    before, after = four(ct_t, mri_t, base), five(ct_t, mri_t, base)
+    torch.testing.assert_close(after.mapping, before.mapping, rtol=0, atol=1e-6)
+    assert tuple(after.levels[-1].shape[2:]) == mri_w.shape  # psi0 lives on the working image grid
+    total, _ = RegistrationLoss({"similarity": "mind"})(mri_t, after.warped_ct, after.displacement_voxels)
+    total.backward()
+    assert five.fpran.fine[3].head.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        five.fpran.fine[3].head.bias.copy_(torch.tensor([0.5, 0.0, 0.0]))
+    moved = five(ct_t, mri_t, base).mapping
+    assert (moved - before.mapping).abs().max() > 1e-3
+
+
+def test_fpran_refuses_a_pyramid_with_another_number_of_levels():
+    model = FPRAN(ct_channels=(4, 8, 8, 16), mri_channels=(4, 8, 8, 16), hidden=16)
+    ct = [torch.randn(1, c, 4, 8, 8) for c in (4, 4, 8, 8, 16)]
+    with pytest.raises(ValueError, match="built for 4 pyramid levels, got 5"):
+        model(ct, ct, torch.eye(4))
+
+
 def test_level4_attention_refuses_a_grid_over_its_memory_bound():
     sam = CrossAttentionSAM(4, 4, hidden=8, max_tokens=100)
     with pytest.raises(ValueError, match="over the attention's bound"):

@@ -139,3 +139,20 @@ def test_the_engine_trains_and_validates_the_task_from_the_shipped_config(tmp_pa
     assert result["epochs_completed"] == 1 and np.isfinite(result["best_value"])
     metrics = (tmp_path / "run" / "metrics.csv").read_text(encoding="utf-8")
     assert "val_landmark_mm" in metrics and "val_dice" in metrics
+
+
+def test_a_four_level_model_fine_tunes_with_the_image_level_added(tmp_path):
+    from cspineai.training.checkpoint import load_checkpoint
+    from cspineai.training.loop import fit
+
+    manifest = write_manifest(write_cases(tmp_path, [0.8, -0.8]), tmp_path / "manifest.csv")
+    common = [f"manifest={manifest}", "optim.epochs=1", "data.folds=2", "task_options.spacing_mm=3.0"]
+    fit(load_config(CONFIG_FILE, [*common, f"output_dir={tmp_path / 'four'}", "model.channels=[4,8,8,16]",
+                                  "model.hidden=16"]))
+    source = tmp_path / "four" / "checkpoints" / "best.pt"
+    config = load_config(CONFIG_FILE, [*common, f"output_dir={tmp_path / 'five'}", f"init_from={source}",
+                                       "model.image_level=true"])
+    assert config["model"]["channels"] == [4, 8, 8, 16] and config["model"]["image_level"] is True
+    fit(config)
+    weights = load_checkpoint(tmp_path / "five" / "checkpoints" / "best.pt")["model"]
+    assert "fpran.fine.3.head.weight" in weights and "ct_encoder.image.conv.weight" in weights

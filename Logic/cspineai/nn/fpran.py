@@ -305,7 +305,7 @@ class FPRANOutput:
         displacement_voxels: the same in MRI image voxels (L_reg is computed on it: λ_reg then is grid-independent).
         mapping: ``(B, D, H, W, 3)`` CT normalised coordinates of every MRI voxel, ``A · (u + ψ1(u))``.
         warped_ct: ``(B, C, D, H, W)`` the CT image sampled through ``mapping`` (X̂_CT), when the CT image was given.
-        levels: ψ4, ψ3, ψ2, ψ1 on their own grids (coarse to fine).
+        levels: ψ4, ψ3, ψ2, ψ1 (and ψ0) on their own grids (coarse to fine).
     """
 
     affine: torch.Tensor
@@ -316,41 +316,58 @@ class FPRANOutput:
     levels: list[torch.Tensor]
 
 
+#: Channels of the image-level SAM (see :class:`FPRAN`).
+IMAGE_LEVEL_HIDDEN = 8
+
+
 class FPRAN(nn.Module):
     """Four SAMs, coarse to fine: cross-attention at level 4, local correlation at levels 3..1.
 
+    A fifth level (the registration-only network's ``image_level``) adds a correlation SAM on features at the working
+    image grid itself, ψ₀; without it the output is ψ₁ upsampled, as in the paper.
+
     Args:
-        ct_channels, mri_channels: channels of f1..f4 of the CT and MRI pyramids (fine to coarse).
+        ct_channels, mri_channels: channels of f1..f4 (or f0..f4) of the CT and MRI pyramids (fine to coarse).
         hidden: channels of the level-4 attention; finer levels use ``hidden // 2``.
-        radius: local correlation radius (D, H, W) in voxels at levels 3..1.
+        radius: local correlation radius (D, H, W) in voxels at levels 3..1 (the image level: one voxel).
         affine_bound, paired_affine: see :class:`AffineRefinement`.
     """
 
     def __init__(self, ct_channels: Sequence[int], mri_channels: Sequence[int], hidden: int = 32,
                  radius: Sequence[int] = (1, 2, 2), affine_bound: float = 0.25, paired_affine: bool = True):
         super().__init__()
-        if len(ct_channels) != 4 or len(mri_channels) != 4:
-            raise ValueError("FPRAN needs four pyramid levels per branch")
-        self.level4 = CrossAttentionSAM(ct_channels[3], mri_channels[3], hidden, affine_bound, paired_affine)
+        if len(ct_channels) != len(mri_channels) or len(ct_channels) not in (4, 5):
+            raise ValueError("FPRAN needs four (or five, with the image level) pyramid levels per branch")
+        self.level4 = CrossAttentionSAM(ct_channels[-1], mri_channels[-1], hidden, affine_bound, paired_affine)
+        # Levels 3..1 at indices -2..-4; the image level (five levels) is the last entry, so a four-level model's
+        # weights keep their names in a five-level one.
         self.fine = nn.ModuleList(
-            CorrelationSAM(ct_channels[i], mri_channels[i], max(hidden // 2, 4), radius) for i in (2, 1, 0)
+            CorrelationSAM(ct_channels[i], mri_channels[i], max(hidden // 2, 4), radius) for i in (-2, -3, -4)
         )
+        if len(ct_channels) == 5:
+            # At the image grid the SAM only refines (residual errors of ~1-2 mm): a radius of one voxel and few
+            # channels keep it cheap, since its 3x3x3 fusion runs on 8x more voxels than level 1's.
+            self.fine.append(CorrelationSAM(ct_channels[0], mri_channels[0], IMAGE_LEVEL_HIDDEN, (1, 1, 1)))
 
     def forward(self, ct_pyramid: Sequence[torch.Tensor], mri_pyramid: Sequence[torch.Tensor], base: torch.Tensor,
                 ct_image: torch.Tensor | None = None, mri_size: Sequence[int] | None = None) -> FPRANOutput:
         """Register the CT pyramid to the MRI pyramid.
 
         Args:
-            ct_pyramid, mri_pyramid: ``[f1, f2, f3, f4]`` each ``(B, C_l, D_l, H_l, W_l)`` in its own working grid.
+            ct_pyramid, mri_pyramid: ``[f1, f2, f3, f4]`` (or ``[f0, ..., f4]``) each ``(B, C_l, D_l, H_l, W_l)`` in its
+                own working grid.
             base: R, ``(B, 4, 4)`` or ``(4, 4)`` (:func:`base_transform`).
             ct_image: ``(B, C, Dc, Hc, Wc)`` CT working image to warp (optional).
-            mri_size: ``(D, H, W)`` of the MRI working image (default: the grid of f1).
+            mri_size: ``(D, H, W)`` of the MRI working image (default: the grid of the finest level).
         """
+        if len(ct_pyramid) != len(self.fine) + 1 or len(mri_pyramid) != len(self.fine) + 1:
+            raise ValueError(f"FPRAN was built for {len(self.fine) + 1} pyramid levels, got {len(ct_pyramid)} and "
+                             f"{len(mri_pyramid)}")
         b = mri_pyramid[0].shape[0]
         base = base.to(mri_pyramid[0]).expand(b, 4, 4) if base.ndim == 2 else base.to(mri_pyramid[0])
-        psi, affine = self.level4(ct_pyramid[3], mri_pyramid[3], base)
+        psi, affine = self.level4(ct_pyramid[-1], mri_pyramid[-1], base)
         levels = [psi]
-        for sam, i in zip(self.fine, (2, 1, 0), strict=True):
+        for sam, i in zip(self.fine, range(len(self.fine) - 1, -1, -1), strict=True):
             psi = sam(ct_pyramid[i], mri_pyramid[i], affine, psi)
             levels.append(psi)
         spatial = tuple(mri_size) if mri_size is not None else tuple(mri_pyramid[0].shape[2:])
@@ -378,29 +395,34 @@ class LightPyramidEncoder(nn.Module):
 
     Every level, the first included, halves the in-plane axes and the slice axis while it is longer than the kernel, as
     the backbone does; the final displacement is upsampled from level 1 (half resolution), which keeps a forward pass
-    within the seconds budget on two CPU cores.
+    within the seconds budget on two CPU cores. With ``image_level`` a convolution at the image grid adds f0 in front
+    of the pyramid, for FPRAN's image-grid SAM.
 
     Args:
         in_channels: image channels.
         channels: output channels of f1..f4.
+        image_level: also return f0 (``channels[0]`` channels at the image grid).
     """
 
-    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (8, 16, 16, 32)):
+    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (8, 16, 16, 32), image_level: bool = False):
         super().__init__()
         self.channels = tuple(channels)
         widths = (in_channels, *channels)
         # Plain convolutions for the strided steps: the stride along the slice axis is chosen per input (see forward).
         self.down = nn.ModuleList(nn.Conv3d(widths[i], widths[i + 1], kernel_size=3, padding=1) for i in range(4))
         self.refine = nn.ModuleList(_conv(c, c) for c in channels)
+        # One convolution at the image grid: local edge features are what the image-level SAM correlates, and a
+        # second 3x3x3 layer there would cost more than the whole pyramid.
+        self.image = _conv(in_channels, channels[0]) if image_level else None
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """``(B, C, D, H, W)`` -> ``[f1, f2, f3, f4]``."""
+        """``(B, C, D, H, W)`` -> ``[f1, f2, f3, f4]`` (``[f0, f1, f2, f3, f4]`` with the image level)."""
         features, x = [], image
         for down, refine in zip(self.down, self.refine, strict=True):
             stride = _stage_stride(x.shape[2], down.kernel_size[0])
             x = refine(F.leaky_relu(F.conv3d(x, down.weight, down.bias, stride=stride, padding=1), 0.2))
             features.append(x)
-        return features
+        return features if self.image is None else [self.image(image), *features]
 
 
 class RegistrationNet(nn.Module):
@@ -409,16 +431,22 @@ class RegistrationNet(nn.Module):
     Args:
         channels: encoder channels of f1..f4 (both branches).
         hidden, radius, affine_bound, paired_affine: see :class:`FPRAN`.
+        image_level: a fifth SAM at the working image grid refines ψ1 (upsampled from half resolution) into ψ0. Its
+            head starts at zero, so a four-level model fine-tuned with it starts from that model's exact output.
     """
 
+    #: Modules :func:`cspineai.training.init_from.fitting_weights` may start fresh when fine-tuning a four-level model.
+    fresh_start_prefixes = ("ct_encoder.image.", "mri_encoder.image.", "fpran.fine.3.")
+
     def __init__(self, channels: Sequence[int] = (8, 16, 16, 32), hidden: int = 32, radius: Sequence[int] = (1, 2, 2),
-                 affine_bound: float = 0.25, paired_affine: bool = True):
+                 affine_bound: float = 0.25, paired_affine: bool = True, image_level: bool = False):
         super().__init__()
         self.config = {"channels": list(channels), "hidden": hidden, "radius": list(radius),
-                       "affine_bound": affine_bound, "paired_affine": paired_affine}
-        self.ct_encoder = LightPyramidEncoder(1, channels)
-        self.mri_encoder = LightPyramidEncoder(1, channels)
-        self.fpran = FPRAN(channels, channels, hidden, radius, affine_bound, paired_affine)
+                       "affine_bound": affine_bound, "paired_affine": paired_affine, "image_level": image_level}
+        self.ct_encoder = LightPyramidEncoder(1, channels, image_level)
+        self.mri_encoder = LightPyramidEncoder(1, channels, image_level)
+        levels = [channels[0], *channels] if image_level else list(channels)
+        self.fpran = FPRAN(levels, levels, hidden, radius, affine_bound, paired_affine)
 
     def forward(self, ct: torch.Tensor, mri: torch.Tensor, base: torch.Tensor) -> FPRANOutput:
         """``ct`` (B, 1, Dc, Hc, Wc) and ``mri`` (B, 1, D, H, W) intensity-normalised working images; ``base`` R."""

@@ -189,7 +189,7 @@ def _augment_transform():
 class RegistrationTask(Task):
     name = "registration"
     required_columns = ("CT_bone", "T1_sag", "CT_bone_labels", "T1_sag_labels", "landmarks")
-    model_defaults = {"channels": [8, 16, 16, 32], **FPRAN_DEFAULTS}
+    model_defaults = {"channels": [8, 16, 16, 32], **FPRAN_DEFAULTS, "image_level": False}
     options_defaults = {
         "ct": "CT_bone",
         "mri": "T1_sag",
@@ -208,7 +208,8 @@ class RegistrationTask(Task):
         from ..nn.fpran import RegistrationNet
 
         m = config["model"]
-        model = RegistrationNet(m["channels"], m["hidden"], m["radius"], m["affine_bound"], m["paired_affine"])
+        model = RegistrationNet(m["channels"], m["hidden"], m["radius"], m["affine_bound"], m["paired_affine"],
+                                m.get("image_level", False))  # absent from configs saved before the option
         model.spacing_mm = float(config["task_options"]["spacing_mm"])  # read by cspineai.registration.register
         return model
 

@@ -100,9 +100,12 @@ TRAINING_ONLY_PREFIXES = ("aux_head.", "fpran.")
 
 def fitting_weights(model: torch.nn.Module, weights: dict) -> dict:
     """``weights`` adjusted for :data:`TRAINING_ONLY_PREFIXES`: such entries the model lacks are dropped, those the
-    file lacks are taken from the model's own (fresh) initialisation."""
+    file lacks are taken from the model's own (fresh) initialisation. So are the entries under the model's own
+    ``fresh_start_prefixes`` that the file lacks: modules a network adds to a smaller starting model, built so that
+    they change nothing until trained (e.g. the registration network's image level)."""
     own = model.state_dict()
-    extra = {k: v for k, v in own.items() if k.startswith(TRAINING_ONLY_PREFIXES) and k not in weights}
+    fresh = TRAINING_ONLY_PREFIXES + tuple(getattr(model, "fresh_start_prefixes", ()))
+    extra = {k: v for k, v in own.items() if k.startswith(fresh) and k not in weights}
     kept = {k: v for k, v in weights.items() if k in own or not k.startswith(TRAINING_ONLY_PREFIXES)}
     return {**kept, **extra}
 
