@@ -28,7 +28,7 @@ from test_registration import make_pair
 SPACING = 3.0
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "Training" / "configs" / "registration.yaml"
 CONFIG = {"model": {"channels": [4, 8, 8, 16], "hidden": 16, "radius": [1, 1, 1], "affine_bound": 0.25,
-                    "paired_affine": True},
+                    "paired_affine": True, "image_level": False},
           "task_options": {**RegistrationTask.options_defaults, "spacing_mm": SPACING,
                            "loss": {"similarity": "ncc", "sim": 1.0, "reg": 1.0, "dice": 1.0, "landmark": 0.05}}}
 

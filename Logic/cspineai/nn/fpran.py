@@ -301,9 +301,10 @@ class FPRANOutput:
 
     Attributes:
         affine: ``(B, 4, 4)`` A = R · L, MRI normalised -> CT normalised.
-        displacement: ``(B, 3, D, H, W)`` ψ1 upsampled to the MRI image grid, MRI normalised units.
+        displacement: ``(B, 3, D, H, W)`` the finest ψ (ψ1, or ψ0 with the image level) upsampled to the MRI image
+            grid, MRI normalised units.
         displacement_voxels: the same in MRI image voxels (L_reg is computed on it: λ_reg then is grid-independent).
-        mapping: ``(B, D, H, W, 3)`` CT normalised coordinates of every MRI voxel, ``A · (u + ψ1(u))``.
+        mapping: ``(B, D, H, W, 3)`` CT normalised coordinates of every MRI voxel, ``A · (u + ψ(u))`` with that ψ.
         warped_ct: ``(B, C, D, H, W)`` the CT image sampled through ``mapping`` (X̂_CT), when the CT image was given.
         levels: ψ4, ψ3, ψ2, ψ1 (and ψ0) on their own grids (coarse to fine).
     """

@@ -209,7 +209,7 @@ class RegistrationTask(Task):
 
         m = config["model"]
         model = RegistrationNet(m["channels"], m["hidden"], m["radius"], m["affine_bound"], m["paired_affine"],
-                                m.get("image_level", False))  # absent from configs saved before the option
+                                m["image_level"])
         model.spacing_mm = float(config["task_options"]["spacing_mm"])  # read by cspineai.registration.register
         return model
 
