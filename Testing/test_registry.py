@@ -94,6 +94,7 @@ def test_find_model_picks_the_highest_version_and_names_known_models(trained, us
     for version in ("1.9.0", "1.10.0"):
         registry.export_model(checkpoint, "toy-versions", version)
     assert registry.find_model("toy-versions").version == "1.10.0"
+    assert registry.find_model("toy-versions@1.9.0").version == "1.9.0"
     with pytest.raises(CSpineModelError, match="no registered model nope .*toy-versions"):
         registry.find_model("nope")
 

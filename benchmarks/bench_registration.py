@@ -95,8 +95,7 @@ def load_fpran(spec: str):
         return model.eval()
     from cspineai.models.registry import load_model
 
-    model_id, _, version = spec.partition("@")
-    return load_model(model_id, version or None)[0]
+    return load_model(spec)[0]
 
 
 def summarise(rows: list[dict]) -> dict:

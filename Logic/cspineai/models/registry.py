@@ -138,7 +138,10 @@ def list_models(user_folder: str | os.PathLike | None = None) -> list[ModelEntry
 
 
 def find_model(model_id: str, version: str | None = None, user_folder: str | os.PathLike | None = None) -> ModelEntry:
-    """The entry ``model_id`` (its highest version unless ``version`` is given)."""
+    """The entry ``model_id`` (its highest version unless ``version`` is given or ``model_id`` reads ``id@version``)."""
+    if version is None and "@" in model_id:
+        model_id, _, pinned = model_id.partition("@")
+        version = pinned or None
     matches = [e for e in list_models(user_folder) if e.id == model_id and (version is None or e.version == version)]
     if not matches:
         known = ", ".join(sorted({e.id for e in list_models(user_folder)})) or "none"

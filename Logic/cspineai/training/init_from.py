@@ -64,8 +64,7 @@ def read_starting_model(init_from: str, task: str) -> StartingModel:
         _check_task(label, state.get("task") or (state.get("config") or {}).get("task"), task)
         record = {"init_from": init_from, "model": "", "version": "", "file": str(path), "sha256": sha256_file(path)}
     else:
-        model_id, _, version = init_from.partition("@")
-        entry = find_model(model_id, version or None)
+        entry = find_model(init_from)  # id or id@version
         label = f"registered model {entry.id} {entry.version}"
         _check_task(label, entry.task, task)  # before the hash check, which reads the whole file
         state = load_model_state(entry)
