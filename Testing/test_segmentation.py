@@ -293,6 +293,56 @@ def test_cordseg_step_returns_a_loss_and_dice_counts(phantom_manifest, tmp_path)
     assert 0.0 <= figures["cord_dice"] <= 1.0
 
 
+def test_slice_context_tiles_carry_the_neighbouring_slices_and_the_middle_label(phantom_manifest, tmp_path):
+    from cspineai.manifest import read_manifest
+    from cspineai.training.tasks import get_task
+
+    task = get_task("cordseg")
+    config = _cordseg_config(phantom_manifest, tmp_path)
+    items = task.data_items(read_manifest(phantom_manifest), config)
+    plain = task.transforms(config, train=False)(items[1])
+    config["task_options"]["context_slices"] = 2
+    with_context = task.transforms(config, train=False)(items[1])
+    assert len(with_context) == len(plain)  # one sample per slice of the volume, none for the padding
+    for k, (a, b) in enumerate(zip(plain, with_context, strict=True)):
+        assert b["image"].shape == (5, 64, 64) and b["label"].shape == (1, 64, 64)
+        np.testing.assert_array_equal(b["image"][2], a["image"][0])  # the middle channel is the slice itself
+        np.testing.assert_array_equal(b["label"], a["label"])
+        if k + 1 < len(plain):
+            np.testing.assert_array_equal(b["image"][3], plain[k + 1]["image"][0])
+    assert not with_context[0]["image"][:2].any()  # beyond the first slice: zeros
+    train = task.transforms(config, train=True)(items[0])
+    assert all(t["image"].shape == (5, 64, 64) and t["label"].shape == (1, 64, 64) for t in train)
+    assert int(max(t["label"].max() for t in train)) < len(SEGMENTATION_CLASSES)  # never a padded slice's label
+
+
+def test_slice_context_model_starts_as_the_slice_wise_model_it_was_widened_from(phantom_manifest, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from cspineai.segmentation import predict_probabilities, slice_context
+    from cspineai.training.tasks import get_task
+
+    task = get_task("cordseg")
+    config = _cordseg_config(phantom_manifest, tmp_path)
+    config["model"] = {"network": "unet", "options": {}}
+    torch.manual_seed(0)
+    narrow = task.build_model(config).eval()
+    config["task_options"]["context_slices"] = 1
+    wide = task.build_model(config)
+    wide.load_state_dict(task.starting_weights(wide, narrow.state_dict(), config))
+    image = np.random.default_rng(0).random((4, 48, 40), dtype=np.float32)
+    stacked = slice_context(image, 1)
+    assert stacked.shape == (4, 3, 48, 40) and not stacked[0, 0].any() and not stacked[-1, 2].any()
+    np.testing.assert_array_equal(stacked[1:, 0], image[:-1])
+    base = dataclasses.replace(CONFIG, roi_size=(48, 48))
+    np.testing.assert_allclose(predict_probabilities(image, wide.eval(), dataclasses.replace(base, context_slices=1)),
+                               predict_probabilities(image, narrow, base), atol=1e-6)
+    with pytest.raises(ValueError, match="context_slices"):
+        SegmentationConfig(spatial_dims=3, roi_size=(8, 8, 8), context_slices=1)
+
+
 def test_refuses_a_tightly_cropped_ct_without_air():
     grid = centred_grid((8, 40, 40), (1.0, 1.0, 1.0), AXIAL)
     rng = np.random.default_rng(0)

@@ -43,6 +43,7 @@ class Part:
     resolution: str = "default"
     randomize: bool = False
     train_only: bool = False
+    pairs: bool = False  # registration pairs: split by case order, not by label (see write_split_manifest)
 
 
 RECIPES = {
@@ -51,9 +52,11 @@ RECIPES = {
                  Part("pain1500y", 1500, 2028, "coarse", train_only=True)),
     "cordseg": (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 12, 202),
                 Part("cordseg_dr2", 64, 303, randomize=True)),
-    "registration": (Part("regcohort", 80, 77, "coarse"), Part("regcohort2", 120, 78, "coarse", train_only=True)),
-    "registration500": (Part("regcohort", 80, 77, "coarse"), Part("regcohort2", 120, 78, "coarse", train_only=True),
-                        Part("regcohort3", 300, 79, "coarse", train_only=True)),
+    "registration": (Part("regcohort", 80, 77, "coarse", pairs=True),
+                     Part("regcohort2", 120, 78, "coarse", train_only=True, pairs=True)),
+    "registration500": (Part("regcohort", 80, 77, "coarse", pairs=True),
+                        Part("regcohort2", 120, 78, "coarse", train_only=True, pairs=True),
+                        Part("regcohort3", 300, 79, "coarse", train_only=True, pairs=True)),
 }
 
 
@@ -65,7 +68,7 @@ def build(recipe: str, out: Path, workers: int) -> Path:
             generate_cohort(part.n, out / part.folder, seed=part.seed, randomize=part.randomize, workers=workers,
                             resolution=part.resolution)
         part_cases = read_manifest(manifest)
-        if recipe.startswith("registration"):  # split by case order, not label (see write_split_manifest)
+        if part.pairs:
             split_registration(part_cases, n_train=len(part_cases) if part.train_only else 60)
         elif part.train_only:
             for case in part_cases:

@@ -12,8 +12,9 @@ bodies C2..T1). The steps:
    input's physical extent, at a fixed in-plane spacing. The slice (LR) spacing follows the input's own LR sampling,
    clipped to ``[spacing_mm, max_slice_spacing_mm]``, so a thick-slice sagittal series is not interpolated into many
    more slices. This is why a sagittal, axial or oblique scan of one neck gives the same physical result.
-4. **Network**: the 2-D model runs slice by slice (``spatial_dims=2``) or the 3-D model on the whole grid, both with
-   MONAI's Gaussian-weighted sliding-window inference; softmax probabilities, not labels, go back to the input grid
+4. **Network**: the 2-D model runs slice by slice (``spatial_dims=2``; with ``context_slices`` c > 0 each slice comes
+   with its c neighbours on either side as extra input channels, :func:`slice_context`) or the 3-D model on the whole
+   grid, both with MONAI's Gaussian-weighted sliding-window inference; softmax probabilities, not labels, go back to the input grid
    (linear interpolation of the background, cord, CSF and any-body probabilities, then arg-max), so boundaries keep
    sub-voxel accuracy.
 5. **Clean-up**: the canal (cord + CSF) and then the cord are reduced to their largest connected component; a cord
@@ -58,6 +59,9 @@ class SegmentationConfig:
         overlap: sliding-window overlap fraction.
         sw_batch_size: tiles per network call.
         spatial_dims: 2 (slice-wise) or 3.
+        context_slices: for 2-D models, neighbouring working slices on either side given as extra input channels
+            (0: the slice alone). A single sagittal slice cannot tell how far it lies from the cord's lateral edge;
+            its neighbours can (see :func:`slice_context`).
         intensity_percentiles: input percentiles mapped to 0 and 1.
         classes: label value of each network output channel.
         min_cord_volume_mm3: smaller cords are treated as "no cord found".
@@ -70,6 +74,7 @@ class SegmentationConfig:
     overlap: float = 0.25
     sw_batch_size: int = 8
     spatial_dims: int = 2
+    context_slices: int = 0
     intensity_percentiles: tuple[float, float] = (0.5, 99.5)
     classes: tuple[int, ...] = SEGMENTATION_CLASSES
     min_cord_volume_mm3: float = 300.0
@@ -78,6 +83,8 @@ class SegmentationConfig:
     def __post_init__(self) -> None:
         if len(self.roi_size) != self.spatial_dims:
             raise ValueError(f"roi_size {self.roi_size} needs {self.spatial_dims} entries (spatial_dims)")
+        if self.context_slices < 0 or (self.context_slices and self.spatial_dims != 2):
+            raise ValueError(f"context_slices must be >= 0, and 0 for 3-D models; got {self.context_slices}")
         if list(self.classes[:3]) != [0, CORD, CSF]:
             raise ValueError(f"classes must start with background, cord and CSF (0, {CORD}, {CSF}), not {self.classes}")
 
@@ -138,18 +145,31 @@ def normalise_intensity(volume: Volume, percentiles: Sequence[float]) -> Volume:
 
 
 # --- network --------------------------------------------------------------------------------------------------------
+def slice_context(image: np.ndarray, context: int) -> np.ndarray:
+    """The 2.5-D input ``(K, 1 + 2 * context, J, I)`` of slices ``(K, J, I)``: channel ``c`` of slice ``k`` is slice
+    ``k + c - context``, zeros beyond the first and last slice (as the field of view's edge looks in training)."""
+    image = np.asarray(image, dtype=np.float32)
+    if context == 0:
+        return image[:, None]
+    padded = np.pad(image, ((context, context), (0, 0), (0, 0)))
+    return np.stack([padded[c : c + image.shape[0]] for c in range(2 * context + 1)], axis=1)
+
+
 def predict_probabilities(image: np.ndarray, model: Any, config: SegmentationConfig, device: str = "cpu") -> np.ndarray:
     """Class probabilities ``(C, K, J, I)`` of a normalised working-grid image ``(K, J, I)``.
 
-    2-D models see each slice ``array[k]`` (``(J, I)`` = SI x AP); 3-D models the whole array. MONAI sliding-window
+    2-D models see each slice ``array[k]`` (``(J, I)`` = SI x AP) with ``config.context_slices`` neighbours on either
+    side as channels; 3-D models the whole array. MONAI sliding-window
     inference with Gaussian weighting; softmax over the ``len(config.classes)`` output channels.
     """
     import torch
     from monai.inferers import sliding_window_inference
 
     model.eval()
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
-    tensor = tensor[:, None] if config.spatial_dims == 2 else tensor[None, None]  # (K, 1, J, I) or (1, 1, K, J, I)
+    if config.spatial_dims == 2:
+        tensor = torch.from_numpy(slice_context(image, config.context_slices)).to(device)  # (K, 1 + 2c, J, I)
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
     with torch.inference_mode():
         logits = sliding_window_inference(
             tensor, config.roi_size, config.sw_batch_size, model, overlap=config.overlap, mode="gaussian"
@@ -308,7 +328,7 @@ def segment_cord(
 
     Args:
         mri: a T1- or T2-weighted MRI of the cervical spine, any orientation (sagittal, axial, oblique).
-        model: a ``torch.nn.Module`` mapping ``(B, 1, *roi)`` normalised intensities to ``(B, len(classes), *roi)``
+        model: a ``torch.nn.Module`` mapping ``(B, 1 + 2 * context_slices, *roi)`` normalised intensities to ``(B, len(classes), *roi)``
             logits, or the id of a registered ``cordseg`` model (default :data:`DEFAULT_MODEL_ID`, the shipped one).
         config: the pre/post-processing the model was trained with (default: the registered model's, else
             :class:`SegmentationConfig`).
@@ -366,5 +386,6 @@ __all__ = [
     "predict_probabilities",
     "require_mri",
     "segment_cord",
+    "slice_context",
     "working_grid",
 ]

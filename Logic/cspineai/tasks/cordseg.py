@@ -13,6 +13,9 @@ a class drawn with ``class_ratios`` (the cord is oversampled), with intensity ra
 a field of view cut to a random smaller window, zero-padded back. Never flipped: the SI order
 of the vertebral levels and the AP order of body and cord are what the network must learn.
 ``column_samples`` more tiles per volume come from the cord's column in random slices (lateral ones included).
+With ``context_slices`` c > 0 every tile carries the c working slices on either side of its own as extra channels
+(zeros beyond the volume), as :func:`cspineai.segmentation.slice_context` feeds them in use; the label is the middle
+slice's.
 Validation: every working slice, one ``val_tile`` tile each at the cord's in-plane position (deterministic).
 Loss: MONAI ``DiceCELoss``. Figures: Dice of cord, CSF and vertebral bodies (pooled over the validation tiles);
 ``cord_dice`` drives early stopping.
@@ -27,6 +30,9 @@ from monai.transforms import Randomizable, Transform
 from ..series import MRI_SERIES, SEGMENTATION_CLASSES
 from ..training.tasks import Task, register_task
 
+#: Label of the slices padded beyond the volume for slice context: no class, so never the centre of a sample.
+OUTSIDE = 255
+
 
 def class_index_lut() -> np.ndarray:
     """Look-up table label value (0..255) -> class index (position in SEGMENTATION_CLASSES, else 0)."""
@@ -39,8 +45,9 @@ def class_index_lut() -> np.ndarray:
 class LoadWorkingGridd(Transform):
     """Read ``image`` and ``label`` files and put both on the inference working grid.
 
-    Output: ``image`` ``(1, K, J, I)`` float32 in [0, 1], ``label`` ``(1, K, J, I)`` uint8 class indices (K = LR
-    slices). Deterministic, so cacheable: a MONAI ``Transform`` on purpose, because MONAI's caching datasets stop
+    Output: ``image`` ``(1, K + 2c, J, I)`` float32 in [0, 1], ``label`` ``(1, K + 2c, J, I)`` uint8 class indices
+    (K = LR slices, c = ``config.context_slices`` zero slices padded on either side, labelled :data:`OUTSIDE`).
+    Deterministic, so cacheable: a MONAI ``Transform`` on purpose, because MONAI's caching datasets stop
     caching at the first callable that is not one, which would re-read and resample every case at every epoch.
     """
 
@@ -58,9 +65,35 @@ class LoadWorkingGridd(Transform):
         grid = working_grid(image, self.config)
         image = resample_like(normalise_intensity(image, self.config.intensity_percentiles), grid, "linear")
         labels = resample_like(labels, grid, "nearest")
+        context = ((self.config.context_slices,) * 2, (0, 0), (0, 0))
         out = dict(item)
-        out["image"] = image.array[None].astype(np.float32)
-        out["label"] = self.lut[np.clip(labels.array, 0, 255).astype(np.uint8)][None]
+        out["image"] = np.pad(image.array.astype(np.float32), context)[None]
+        out["label"] = np.pad(self.lut[np.clip(labels.array, 0, 255).astype(np.uint8)], context,
+                              constant_values=OUTSIDE)[None]
+        return out
+
+
+def _real_slices(label: np.ndarray, context: int) -> range:
+    """Indices of the volume's own slices in a ``(K + 2c, J, I)`` array padded for slice context."""
+    return range(context, label.shape[0] - context)
+
+
+def _window(volume: np.ndarray, k: int, j: int, i: int, size: int, context: int) -> np.ndarray:
+    """``(2c + 1, size, size)`` tiles of slices ``k - c .. k + c`` of a padded ``(K + 2c, J, I)`` array."""
+    return np.stack([_tile(volume[n], j, i, size) for n in range(k - context, k + context + 1)])
+
+
+class SliceContextd(Transform):
+    """``image`` ``(1, 2c + 1, H, W)`` -> ``(2c + 1, H, W)`` (the slices become channels); ``label`` -> its middle
+    slice ``(1, H, W)``. With c = 0 this is MONAI's ``SqueezeDimd(dim=1)``."""
+
+    def __init__(self, context: int):
+        self.context = context
+
+    def __call__(self, item: dict) -> dict:
+        out = dict(item)
+        out["image"] = item["image"][0]
+        out["label"] = item["label"][:, self.context]
         return out
 
 
@@ -69,38 +102,39 @@ class CordSliced:
     in-plane (its centroid over all slices), so the lateral slices without cord count too: their false positives
     are what a whole-volume segmentation pays for, and a tile of the central slice alone never sees them.
 
-    Input ``(1, K, J, I)`` arrays, output a list of K items with ``(1, size, size)`` arrays (zero-padded where the
-    slice is smaller).
+    Input ``(1, K + 2c, J, I)`` arrays (:class:`LoadWorkingGridd`), output a list of K items: ``image``
+    ``(2c + 1, size, size)``, ``label`` ``(1, size, size)`` (zero-padded where the slice is smaller).
     """
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, context: int = 0):
+        self.size, self.context = size, context
 
     def __call__(self, item: dict) -> list[dict]:
-        label = np.asarray(item["label"])[0]
+        image, label = np.asarray(item["image"])[0], np.asarray(item["label"])[0]
         cord = np.argwhere(label == 1)
         j, i = (int(round(c)) for c in cord[:, 1:].mean(axis=0)) if len(cord) else (label.shape[1] // 2,
                                                                                      label.shape[2] // 2)
         out = []
-        for k in range(label.shape[0]):
+        for k in _real_slices(label, self.context):
             sample = dict(item)
-            for key in ("image", "label"):
-                sample[key] = _tile(np.asarray(item[key])[0, k], j, i, self.size)[None]
+            sample["image"] = _window(image, k, j, i, self.size, self.context)
+            sample["label"] = _tile(label[k], j, i, self.size)[None]
             out.append(sample)
         return out
 
 
 class RandCordColumnCropd(Randomizable, Transform):
     """Training samples from the cord's column: a random working slice (any of the K, lateral ones included) cut at
-    the in-plane position of a random cord voxel, ``num_samples`` tiles of ``(1, 1, tile, tile)``.
+    the in-plane position of a random cord voxel, ``num_samples`` tiles of ``(1, 2c + 1, tile, tile)`` (the slice and
+    its ``context`` neighbours on either side, as the class-centred crops give them).
 
     Why: sampling centred on a class's voxels (MONAI's ``RandCropByLabelClassesd``) almost never shows the network a
     lateral slice at the cord's position, where there is no cord but the foramina and roots look like one; the
     network then draws cord in every slice of a thick-slice series (measured: predicted cord 2-3x the true volume).
     """
 
-    def __init__(self, tile: int, num_samples: int):
-        self.tile, self.num_samples = tile, num_samples
+    def __init__(self, tile: int, num_samples: int, context: int = 0):
+        self.tile, self.num_samples, self.context = tile, num_samples, context
 
     def randomize(self, data=None) -> None:  # draws happen per sample in __call__
         pass
@@ -108,13 +142,14 @@ class RandCordColumnCropd(Randomizable, Transform):
     def __call__(self, item: dict) -> list[dict]:
         label = np.asarray(item["label"])[0]
         cord = np.argwhere(label == 1)
+        slices = _real_slices(label, self.context)
         out = []
         for _ in range(self.num_samples):
-            k = int(self.R.randint(label.shape[0]))
+            k = slices[int(self.R.randint(len(slices)))]
             _, j, i = cord[self.R.randint(len(cord))] if len(cord) else (0, label.shape[1] // 2, label.shape[2] // 2)
             sample = dict(item)
             for key in ("image", "label"):
-                sample[key] = _tile(np.asarray(item[key])[0, k], int(j), int(i), self.tile)[None, None]
+                sample[key] = _window(np.asarray(item[key])[0], k, int(j), int(i), self.tile, self.context)[None]
             out.append(sample)
         return out
 
@@ -161,6 +196,7 @@ class CordSegTask(Task):
         "augment": True,
         "small_fov_prob": 0.25,
         "column_samples": 4,
+        "context_slices": 0,
     }
     monitor, monitor_mode = "cord_dice", "max"
 
@@ -170,15 +206,33 @@ class CordSegTask(Task):
 
         options = config["task_options"]
         return SegmentationConfig(
-            spacing_mm=options["spacing_mm"], max_slice_spacing_mm=options["max_slice_spacing_mm"]
+            spacing_mm=options["spacing_mm"], max_slice_spacing_mm=options["max_slice_spacing_mm"],
+            context_slices=options["context_slices"],
         )
 
     def build_model(self, config: dict):
         from ..nn.sattisunet import build_segmentation_network
 
+        in_channels = 1 + 2 * config["task_options"]["context_slices"]
         return build_segmentation_network(
-            config["model"]["network"], 1, len(SEGMENTATION_CLASSES), 2, **config["model"]["options"]
+            config["model"]["network"], in_channels, len(SEGMENTATION_CLASSES), 2, **config["model"]["options"]
         )
+
+    def starting_weights(self, model, weights: dict, config: dict) -> dict:
+        """A slice-wise starting model (one input channel) widened to this run's slice context: each input layer's
+        kernel goes to the middle channel and the neighbours' kernels start at zero, so the network starts as exactly
+        the starting model and learns what the neighbours add."""
+        context = config["task_options"]["context_slices"]
+        own = model.state_dict()
+        out = dict(weights)
+        for key, value in weights.items():
+            target = own.get(key)
+            if (context and target is not None and value.ndim >= 3 and value.shape[1] == 1
+                    and target.shape == (value.shape[0], 1 + 2 * context, *value.shape[2:])):
+                widened = torch.zeros_like(target)
+                widened[:, context] = value[:, 0]
+                out[key] = widened
+        return out
 
     def data_items(self, cases, config: dict) -> list[dict]:
         items = []
@@ -197,21 +251,22 @@ class CordSegTask(Task):
         from monai import transforms as mt
 
         options = config["task_options"]
+        context = options["context_slices"]
         steps = [LoadWorkingGridd(self.segmentation_config(config))]
         if not train:
-            steps += [CordSliced(options["val_tile"])]
+            steps += [CordSliced(options["val_tile"], context)]
         else:
-            tile = options["tile"]
+            tile, window = options["tile"], 1 + 2 * context
             by_class = mt.RandCropByLabelClassesd(
-                keys=("image", "label"), label_key="label", spatial_size=(1, tile, tile),
+                keys=("image", "label"), label_key="label", spatial_size=(window, tile, tile),
                 ratios=options["class_ratios"], num_classes=len(SEGMENTATION_CLASSES),
                 num_samples=options["samples_per_volume"], allow_smaller=True, warn=False,
             )
             steps += [
-                _Concatenated([by_class, RandCordColumnCropd(tile, options["column_samples"])]
+                _Concatenated([by_class, RandCordColumnCropd(tile, options["column_samples"], context)]
                               if options["column_samples"] else [by_class]),
-                mt.SpatialPadd(keys=("image", "label"), spatial_size=(1, tile, tile)),
-                mt.SqueezeDimd(keys=("image", "label"), dim=1),
+                mt.SpatialPadd(keys=("image", "label"), spatial_size=(window, tile, tile)),
+                SliceContextd(context),
             ]
             if options["augment"]:
                 # Small fields of view: real cord scans are often cropped to the canal (the shared SCT T1 is

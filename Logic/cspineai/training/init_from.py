@@ -128,8 +128,10 @@ def weight_mismatches(model: torch.nn.Module, weights: dict) -> list[str]:
 
 def initialise_weights(model: torch.nn.Module, config: dict) -> StartingModel:
     """Load the weights ``config["init_from"]`` names into ``model`` (built from ``config``), all or none."""
+    from .tasks import get_task
+
     start = read_starting_model(config["init_from"], config["task"])
-    weights = fitting_weights(model, start.weights)
+    weights = get_task(config["task"]).starting_weights(model, fitting_weights(model, start.weights), config)
     problems = weight_mismatches(model, weights)
     if problems:
         theirs = start.config.get("model") or {}

@@ -93,6 +93,12 @@ class Task(abc.ABC):
     def on_epoch_start(self, epoch: int, config: dict) -> None:  # noqa: B027 (an optional hook, empty by default)
         """Called on every rank before epoch ``epoch`` (0-based) trains."""
 
+    def starting_weights(self, model, weights: dict, config: dict) -> dict:
+        """The weights of ``init_from`` adapted to this run's ``model`` where the task knows an exact mapping (e.g. a
+        wider input); default: as they are. :func:`cspineai.training.init_from.initialise_weights` then loads them
+        key for key and shape for shape."""
+        return weights
+
     def case_rows(self, outputs: dict, config: dict) -> list[dict]:
         """Per-case rows for ``cspineai evaluate --predictions`` (default: none)."""
         return []
