@@ -176,6 +176,26 @@ def test_integrated_gradients_add_up_to_the_change_of_the_logit():
     assert total == pytest.approx(float(change), rel=0.05, abs=1e-3)
 
 
+def test_integrated_gradients_of_a_case_start_from_its_blurred_copy(case_series):
+    # The pipeline's integrated gradients explain the change from the case blurred by IG_BLUR_MM, not from zeros.
+    from cspineai.preprocess import model_grids
+    from cspineai.saliency import IG_BLUR_MM, blurred_baselines
+
+    model = tiny_classifier({"T1_sag": [8, 32, 32], "CT_bone": [8, 24, 24]}, seed=3)
+    prepared = prepare_case(case_series, model.series, model_grids(model))
+    baselines = blurred_baselines(prepared)
+    image = prepared["T1_sag"].tensor[0].numpy()
+    np.testing.assert_allclose(baselines["T1_sag"][0, 0].numpy(),
+                               blurred_baseline(image, prepared["T1_sag"].grid.spacing[::-1], IG_BLUR_MM), atol=1e-6)
+    default = saliency_maps(model, prepared, "integrated_gradients", steps=4)
+    blurred = saliency_maps(model, prepared, "integrated_gradients", steps=4, baselines=baselines)
+    zeros = saliency_maps(model, prepared, "integrated_gradients", steps=4,
+                          baselines={s: torch.zeros_like(b) for s, b in baselines.items()})
+    for name in model.series:
+        np.testing.assert_allclose(default[name].array, blurred[name].array, atol=1e-6)
+        assert not np.allclose(default[name].array, zeros[name].array, atol=1e-3)
+
+
 def test_branch_wrapper_feeds_the_branch_as_x_and_expands_the_other_series():
     model = tiny_classifier({"T1_sag": [8, 32, 32], "CT_bone": [8, 32, 32]})
     x, other = torch.rand(3, 1, 8, 32, 32), torch.rand(1, 1, 8, 32, 32)

@@ -94,7 +94,7 @@ def evaluate_case(model, series, masks, label, methods, args, rng):
         random_order,
     )
     from cspineai.preprocess import model_grids, prepare_case
-    from cspineai.saliency import class_probability, to_series_grid, working_saliency
+    from cspineai.saliency import blurred_baselines, class_probability, to_series_grid, working_saliency
 
     names = tuple(model.series)
     prepared = prepare_case(series, names, model_grids(model))
@@ -112,7 +112,8 @@ def evaluate_case(model, series, masks, label, methods, args, rng):
             chance[s] = float((distance_to_region(mask, masks[s].spacing[::-1]) <= args.margin_mm).mean())
     results = {}
     for method in methods:
-        options = {"integrated_gradients": {"steps": args.ig_steps},
+        ig_baselines = blurred_baselines(prepared) if args.ig_baseline == "blurred" else None  # None: zeros
+        options = {"integrated_gradients": {"steps": args.ig_steps, "baselines": ig_baselines},
                    "gradcam": {"level": args.gradcam_level or None}}.get(method, {})
         start = time.perf_counter()
         maps = working_saliency(model, tensors, method, 1, **options)
@@ -167,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--margin-mm", type=float, default=None, help="pointing-game tolerance (default 10 mm)")
     parser.add_argument("--steps", type=int, default=20, help="deletion-curve steps")
     parser.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients path points")
+    parser.add_argument("--ig-baseline", choices=("blurred", "zero"), default="blurred",
+                        help="integrated gradients' baseline: the input blurred (the default of cspineai.saliency) "
+                             "or the zero image")
     parser.add_argument("--gradcam-level", type=int, default=0,
                         help="pyramid level (1-4) Grad-CAM weights (default 0: the last stage)")
     parser.add_argument("--blur-mm", type=float, default=8.0, help="sigma of the blurred deletion baseline (mm)")
@@ -203,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(r['label'] for r in rows)} positive")
     print(f"pointing game: margin {args.margin_mm:g} mm, positive cases with a causal region in the series; deletion: "
           f"{args.steps} steps, blurred baseline sigma {args.blur_mm:g} mm, AUC of p(pain) (lower is better); "
-          f"Grad-CAM on {f'pyramid level {args.gradcam_level}' if args.gradcam_level else 'the last stage'}\n")
+          f"Grad-CAM on {f'pyramid level {args.gradcam_level}' if args.gradcam_level else 'the last stage'}; "
+          f"integrated gradients from the {args.ig_baseline} baseline\n")
     print("\n".join(summarise(rows, names, methods)))
     if args.json:
         from cspineai.atomic import atomic_write_text

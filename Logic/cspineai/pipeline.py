@@ -504,7 +504,7 @@ def _saliency(result: CaseResult, progress: ProgressCallback, method: str) -> No
     from .saliency import saliency_maps
 
     model = result.models["classifier"]
-    progress("saliency", 0.1, f"{method} on the last pyramid stage of each branch")
+    progress("saliency", 0.1, f"{method} maps of both branches")
     result.saliency = saliency_maps(model.module, {s: result.series[s] for s in result.plan["saliency"]}, method)
 
 

@@ -8,9 +8,13 @@ Methods (``method=``):
   branch is explained through :class:`BranchAsInput`, which makes that branch's tensor the model's ``x`` and passes the
   other series as keyword arguments.
 - ``"integrated_gradients"``: ``(x - x0) * mean_alpha dy/dx(x0 + alpha (x - x0))`` along one straight path on which all
-  branches move together (Sundararajan et al. 2017; midpoint rule, ``steps`` points), baseline ``x0 = 0`` (the
-  normalised intensity floor: air below the CT window, the MRI's 0.5th percentile). Hand-written: MONAI has none, and
-  Captum is not a dependency; it is ten lines.
+  branches move together (Sundararajan et al. 2017; midpoint rule, ``steps`` points). Baseline ``x0``: by default the
+  input blurred by a Gaussian of :data:`IG_BLUR_MM` (:func:`blurred_baselines`; Sturmfels et al., "Visualizing the
+  impact of feature attribution baselines", Distill 2020), so the map shows which *detail* (an edge, a small finding)
+  raised the logit rather than which intensity did, and the path stays among images with the case's own anatomy;
+  the zero image (the normalised intensity floor) on request. Chosen on phantoms the classifier never saw (seeds
+  300000-300039, ``benchmarks/bench_saliency.py --ig-baseline``, README). Hand-written: MONAI has none, and Captum is
+  not a dependency; it is ten lines.
 - ``"occlusion"``: MONAI's :class:`~monai.visualize.OcclusionSensitivity` (Gaussian occluder), saliency = the drop of
   the target-class probability when the neighbourhood is occluded. Slow on a CPU (hundreds of forward passes a case).
 
@@ -46,6 +50,8 @@ from .volume import Volume
 
 METHODS = ("gradcam", "integrated_gradients", "occlusion")
 DEFAULT_IG_STEPS = 16
+#: Gaussian sigma (mm) of integrated gradients' default baseline (bench_saliency's deletion baseline uses the same blur).
+IG_BLUR_MM = 8.0
 
 
 # --- the model seen from one branch -----------------------------------------------------------------------------------
@@ -191,7 +197,8 @@ def integrated_gradients(model: nn.Module, tensors: Mapping[str, torch.Tensor], 
 
     All branches move together along ``x0 + alpha (x - x0)``, ``alpha`` at the midpoints of ``steps`` equal intervals,
     so that the attributions of both series add up to ``logit(x) - logit(x0)`` (completeness) up to the quadrature
-    error. ``baselines`` default to zeros; ``batch_size`` path points run per forward pass.
+    error. ``baselines`` default to zeros here (:func:`saliency_maps` passes :func:`blurred_baselines`);
+    ``batch_size`` path points run per forward pass.
     """
     series = branch_series(model)
     baselines = baselines or {}
@@ -242,6 +249,15 @@ def occlusion(model: nn.Module, tensors: Mapping[str, torch.Tensor], target_clas
             drop = reference.view(-1, 1, 1, 1, 1) - probabilities[:, target_class:target_class + 1]
             out[series] = drop.clamp_min(0.0).to(x.dtype)
     return out
+
+
+def blurred_baselines(prepared: Mapping, sigma_mm: float = IG_BLUR_MM) -> dict[str, torch.Tensor]:
+    """Integrated gradients' default baselines: each prepared series (:class:`cspineai.preprocess.PreparedSeries`)
+    blurred by a Gaussian of ``sigma_mm`` on its working grid, ``{series: (1, 1, D, H, W)}``."""
+    from .metrics.saliency import blurred_baseline
+
+    return {s: torch.from_numpy(blurred_baseline(p.tensor[0].numpy(), p.grid.spacing[::-1], sigma_mm))[None, None]
+            for s, p in prepared.items()}
 
 
 def normalise(saliency: np.ndarray) -> np.ndarray:
@@ -339,6 +355,8 @@ def saliency_maps(model: nn.Module, inputs: Mapping, method: str = "gradcam", ta
         references = {s: inputs[s] for s in series}
     device = next(model.parameters()).device
     tensors = {s: torch.as_tensor(prepared[s].tensor)[None].to(device) for s in series}
+    if method == "integrated_gradients" and "baselines" not in options:
+        options["baselines"] = {s: b.to(device) for s, b in blurred_baselines(prepared).items()}
     maps = working_saliency(model, tensors, method, target_class, **options)
     out = {}
     for s in series:
@@ -350,8 +368,10 @@ def saliency_maps(model: nn.Module, inputs: Mapping, method: str = "gradcam", ta
 
 __all__ = [
     "DEFAULT_IG_STEPS",
+    "IG_BLUR_MM",
     "METHODS",
     "BranchAsInput",
+    "blurred_baselines",
     "branch_series",
     "class_probability",
     "feature_offset",
