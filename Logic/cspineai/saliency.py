@@ -50,7 +50,7 @@ from .volume import Volume
 
 METHODS = ("gradcam", "integrated_gradients", "occlusion")
 DEFAULT_IG_STEPS = 16
-#: Gaussian sigma (mm) of integrated gradients' default baseline (bench_saliency's deletion baseline uses the same blur).
+#: Gaussian sigma (mm) of integrated gradients' default baseline (the blur of bench_saliency's deletion baseline).
 IG_BLUR_MM = 8.0
 
 

@@ -14,9 +14,9 @@ bodies C2..T1). The steps:
    more slices. This is why a sagittal, axial or oblique scan of one neck gives the same physical result.
 4. **Network**: the 2-D model runs slice by slice (``spatial_dims=2``; with ``context_slices`` c > 0 each slice comes
    with its c neighbours on either side as extra input channels, :func:`slice_context`) or the 3-D model on the whole
-   grid, both with MONAI's Gaussian-weighted sliding-window inference; softmax probabilities, not labels, go back to the input grid
-   (linear interpolation of the background, cord, CSF and any-body probabilities, then arg-max), so boundaries keep
-   sub-voxel accuracy.
+   grid, both with MONAI's Gaussian-weighted sliding-window inference; softmax probabilities, not labels, go back to
+   the input grid (linear interpolation of the background, cord, CSF and any-body probabilities, then arg-max), so
+   boundaries keep sub-voxel accuracy.
 5. **Clean-up**: the canal (cord + CSF) and then the cord are reduced to their largest connected component; a cord
    smaller than ``min_cord_volume_mm3`` means no neck in view: an error, never an empty segmentation.
 6. **Vertebral levels**: see :func:`assign_vertebral_levels`.
@@ -328,8 +328,9 @@ def segment_cord(
 
     Args:
         mri: a T1- or T2-weighted MRI of the cervical spine, any orientation (sagittal, axial, oblique).
-        model: a ``torch.nn.Module`` mapping ``(B, 1 + 2 * context_slices, *roi)`` normalised intensities to ``(B, len(classes), *roi)``
-            logits, or the id of a registered ``cordseg`` model (default :data:`DEFAULT_MODEL_ID`, the shipped one).
+        model: a ``torch.nn.Module`` mapping ``(B, 1 + 2 * context_slices, *roi)`` normalised intensities to
+            ``(B, len(classes), *roi)`` logits, or the id of a registered ``cordseg`` model (default
+            :data:`DEFAULT_MODEL_ID`, the shipped one).
         config: the pre/post-processing the model was trained with (default: the registered model's, else
             :class:`SegmentationConfig`).
         device: torch device for the network.
