@@ -123,6 +123,21 @@ def test_a_model_of_another_task_is_refused_by_name(source, tmp_path):
         load_config(cordseg, [f"init_from={checkpoint}"])
 
 
+def test_the_slice_context_of_a_segmentation_model_follows_it_like_its_network():
+    # cordseg.yaml says context_slices 0; the shipped 1.2.0 was trained with 2 (its input has 5 channels), 1.1.0 with 0.
+    from cspineai.training.init_from import initialise_weights
+    from cspineai.training.tasks import get_task
+
+    cordseg = REPO / "Training" / "configs" / "cordseg.yaml"
+    config = load_config(cordseg, ["init_from=cordseg-unet@1.2.0"])
+    assert config["task_options"]["context_slices"] == 2 and config["model"]["network"] == "unet"
+    initialise_weights(get_task("cordseg").build_model(config), config)  # the weights fit: no error
+    assert load_config(cordseg, ["init_from=cordseg-unet@1.1.0"])["task_options"]["context_slices"] == 0
+    widened = load_config(cordseg, ["init_from=cordseg-unet@1.1.0", "task_options.context_slices=2"])
+    assert widened["task_options"]["context_slices"] == 2  # --set wins: 1.1.0 fine-tunes into slice context
+    initialise_weights(get_task("cordseg").build_model(widened), widened)
+
+
 def test_init_from_names_must_exist_and_be_text(tmp_path):
     with pytest.raises(CSpineModelError, match="no registered model no-such-model"):
         load_config(TOY_CONFIG, ["init_from=no-such-model"])

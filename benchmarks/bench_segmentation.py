@@ -8,7 +8,9 @@ For every model given (a training checkpoint or a registry id, labelled ``name=s
 - the real T1 scan with its manual cord mask (``../shared/data/real/sct_t1w``, never seen in training): cord Dice, HD95;
 - a 320 x 320 x 20 sagittal volume (0.8 x 0.8 x 3 mm): seconds per volume (target under 5 s on 2 CPU cores).
 
-and writes the table to ``docs/results/segmentation.md``.
+and writes the table to ``docs/results/segmentation.md``. ``--validation-fold N`` scores the manifest's fold-N
+cases outside the test split instead (the validation fold of a run trained with ``data.fold: N``), to choose between
+models without touching the held-out cases or the real scan (skipped then); write that table elsewhere with ``--out``.
 
     .venv/bin/python benchmarks/bench_segmentation.py --model sattisunet=runs/cordseg-sattisunet/checkpoints/best.pt \
         [--model unet=runs/cordseg-unet/checkpoints/best.pt] --manifest data/cordseg.csv [--threads 2]
@@ -58,14 +60,16 @@ def score(pred, ref, spacing, values) -> tuple[float, float]:
     return dice_scores(p, r, [1])[1], hd95_scores(p, r, spacing, [1])[1]
 
 
-def synthetic_rows(name, network, config, manifest, max_cases: int = 0) -> list[dict]:
+def synthetic_rows(name, network, config, manifest, max_cases: int = 0, fold: int | None = None) -> list[dict]:
     from cspineai.io import read_volume
     from cspineai.manifest import read_manifest
     from cspineai.segmentation import segment_cord
     from cspineai.series import BODY_VALUES, CORD, CSF, MRI_SERIES
 
     rows = []
-    cases = [c for c in read_manifest(manifest) if c.split == "test"]
+    cases = [c for c in read_manifest(manifest)
+             if (c.split == "test" if fold is None else c.split != "test" and c.fold == fold)]
+    data = "synthetic" if fold is None else f"synthetic validation (fold {fold})"
     for case in cases[:max_cases] if max_cases else cases:
         for series in MRI_SERIES:
             if series not in case.paths or f"{series}_labels" not in case.paths:
@@ -79,7 +83,7 @@ def synthetic_rows(name, network, config, manifest, max_cases: int = 0) -> list[
                 print(f"  {name} {case.case_id} {series}: {error}")
                 pred = np.zeros_like(ref)
             seconds = time.perf_counter() - start
-            row = {"model": name, "data": "synthetic", "case": f"{case.case_id}/{series}", "seconds": seconds}
+            row = {"model": name, "data": data, "case": f"{case.case_id}/{series}", "seconds": seconds}
             for label, values in (("cord", [CORD]), ("csf", [CSF]), ("bodies", list(BODY_VALUES.values()))):
                 row[f"{label}_dice"], row[f"{label}_hd95"] = score(pred, ref, mri.spacing, values)
             rows.append(row)
@@ -143,6 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", action="append", required=True, help="name=checkpoint.pt or name=registry-id")
     parser.add_argument("--manifest", help="cohort with split=test cases and <series>_labels columns")
     parser.add_argument("--max-cases", type=int, default=0, help="first N test cases only (0: all)")
+    parser.add_argument("--validation-fold", type=int, default=None,
+                        help="score this fold's non-test cases instead of the test split (and skip the real scan)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "segmentation.md"))
@@ -160,8 +166,8 @@ def main(argv=None) -> int:
         network, config = load(path or name)
         groups = []
         if args.manifest:
-            groups.append(synthetic_rows(name, network, config, args.manifest, args.max_cases))
-        real = real_row(name, network, config)
+            groups.append(synthetic_rows(name, network, config, args.manifest, args.max_cases, args.validation_fold))
+        real = real_row(name, network, config) if args.validation_fold is None else None
         if real:
             groups.append([real])
         for rows in groups:
@@ -183,7 +189,9 @@ def main(argv=None) -> int:
         f"Produced by `python benchmarks/bench_segmentation.py {shlex.join(sys.argv[1:])}`", "",
         f"on: {machine_summary()}.", "",
         "Dice and HD95 of the full inference (`cspineai.segmentation.segment_cord`) against the phantom's label maps",
-        "(synthetic test split) and the manual cord mask of the real T1 scan (never seen in training).", "",
+        ("(synthetic test split) and the manual cord mask of the real T1 scan (never seen in training)."
+         if args.validation_fold is None else f"(validation fold {args.validation_fold}, outside the test split)."),
+        "",
         *lines, "",
         "| model | seconds for a 320 x 320 x 20 sagittal MRI |", "|---|---|", *speed_lines, "",
     ])

@@ -198,6 +198,7 @@ class CordSegTask(Task):
         "column_samples": 4,
         "context_slices": 0,
     }
+    weight_options = ("context_slices",)  # the network's input channels
     monitor, monitor_mode = "cord_dice", "max"
 
     def segmentation_config(self, config: dict):

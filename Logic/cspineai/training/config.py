@@ -7,7 +7,9 @@ and the dotted key (``optim.lr``), before anything is read or trained. Every run
 (defaults filled in, overrides applied) as ``config.yaml`` next to its outputs.
 
 With ``init_from`` (fine-tuning, :mod:`cspineai.training.init_from`) the ``model`` section is the starting model's:
-:func:`load_config` replaces the configuration file's with it and applies ``--set model.<key>`` overrides on top.
+:func:`load_config` replaces the configuration file's with it and applies ``--set model.<key>`` overrides on top. So
+do the task options the weights fix (:attr:`cspineai.training.tasks.Task.weight_options`, e.g. the segmentation
+network's slice context), under ``--set task_options.<key>`` overrides.
 """
 
 from __future__ import annotations
@@ -217,12 +219,17 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     base_dir = Path(path).resolve().parent if path else Path.cwd()
     config = resolve_config(raw, source, base_dir)  # the configuration file's own keys are checked all the same
     if config["init_from"]:
-        from .init_from import model_section
+        from .init_from import starting_config
+        from .tasks import get_task
 
         saved = Path(config["output_dir"]) / "config.yaml"
-        model = ((read_yaml(saved).get("model") or {}) if resume and saved.is_file()
-                 else model_section(config["init_from"], config["task"]))
-        raw = {**raw, "init_from": config["init_from"], "model": deep_update(model, sets.get("model") or {})}
+        start = (read_yaml(saved) if resume and saved.is_file()
+                 else starting_config(config["init_from"], config["task"]))
+        fixed = {k: v for k, v in (start.get("task_options") or {}).items()
+                 if k in get_task(config["task"]).weight_options}
+        options = deep_update(deep_update(raw.get("task_options") or {}, fixed), sets.get("task_options") or {})
+        raw = {**raw, "init_from": config["init_from"], "task_options": options,
+               "model": deep_update(start.get("model") or {}, sets.get("model") or {})}
         config = resolve_config(raw, source, base_dir)
     return config
 

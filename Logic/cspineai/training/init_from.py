@@ -8,7 +8,7 @@ Fine-tuning continues a trained network, so ``init_from`` fixes both the weights
   the run kept them, as ``cspineai export`` takes them) or a registered model file, loaded as it is.
 
 :func:`cspineai.training.config.load_config` takes the run's ``model`` section from the starting model
-(:func:`model_section`), and :func:`initialise_weights` loads the weights into the built model: all of them, key for
+(:func:`starting_config`), and :func:`initialise_weights` loads the weights into the built model: all of them, key for
 key and shape for shape, or a :class:`~cspineai.errors.CSpineModelError` naming the first mismatches (a partial load
 would fine-tune a different network from the one named). Every file is read with ``torch.load(..., weights_only=True)``.
 """
@@ -85,10 +85,10 @@ def _check_task(label: str, source_task: str | None, task: str) -> None:
                                f"{task} model ({', '.join(usable)}) or a checkpoint of a {task} run")
 
 
-def model_section(init_from: str, task: str) -> dict:
-    """The ``model`` section the starting model was trained with (the run's, unless ``--set model.<key>`` says
-    otherwise)."""
-    return dict(read_starting_model(init_from, task).config.get("model") or {})
+def starting_config(init_from: str, task: str) -> dict:
+    """The configuration the starting model was trained with: its ``model`` section (and its task's
+    ``weight_options``) become the run's, unless ``--set`` says otherwise."""
+    return dict(read_starting_model(init_from, task).config)
 
 
 #: Heads that only serve training (the pain classifier's auxiliary findings head ``aux_head`` and its jointly trained

@@ -68,6 +68,9 @@ class Task(abc.ABC):
     #: Validation figure that drives early stopping and ``best.pt`` (``"loss"`` is always available), and its direction.
     monitor: ClassVar[str] = "loss"
     monitor_mode: ClassVar[str] = "min"
+    #: ``task_options`` keys the trained weights fix (e.g. a network's input channels): with ``init_from`` they follow
+    #: the starting model, as the ``model`` section does, unless ``--set task_options.<key>`` says otherwise.
+    weight_options: ClassVar[tuple[str, ...]] = ()
     #: Label column used to stratify computed folds (``None``: unstratified).
     stratify_by: ClassVar[str | None] = "label"
 
