@@ -111,8 +111,9 @@ def evaluate_case(model, series, masks, label, methods, args, rng):
         if label == 1 and mask.any():
             chance[s] = float((distance_to_region(mask, masks[s].spacing[::-1]) <= args.margin_mm).mean())
     results = {}
+    use_blurred = "integrated_gradients" in methods and args.ig_baseline == "blurred"
+    ig_baselines = blurred_baselines(prepared) if use_blurred else None  # None: zeros
     for method in methods:
-        ig_baselines = blurred_baselines(prepared) if args.ig_baseline == "blurred" else None  # None: zeros
         options = {"integrated_gradients": {"steps": args.ig_steps, "baselines": ig_baselines},
                    "gradcam": {"level": args.gradcam_level or None}}.get(method, {})
         start = time.perf_counter()

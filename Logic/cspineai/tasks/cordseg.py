@@ -65,6 +65,8 @@ class LoadWorkingGridd(Transform):
         grid = working_grid(image, self.config)
         image = resample_like(normalise_intensity(image, self.config.intensity_percentiles), grid, "linear")
         labels = resample_like(labels, grid, "nearest")
+        # Padded, not stacked into channels as slice_context does at inference: the cache keeps one copy of each
+        # slice, and the croppers cut the 2c + 1 slice windows per sample.
         context = ((self.config.context_slices,) * 2, (0, 0), (0, 0))
         out = dict(item)
         out["image"] = np.pad(image.array.astype(np.float32), context)[None]
