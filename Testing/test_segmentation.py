@@ -384,3 +384,54 @@ def test_shipped_model_reaches_the_issue_target_on_a_generated_case(shipped_cord
     # Issue 7's test: Dice >= 0.85 with the shipped weights (cordseg-unet 1.2.0 measured 0.865 on this case's T2_sag;
     # 1.1.0 0.861).
     assert shipped_cord_dice >= 0.85
+
+
+# --- the benchmark ---------------------------------------------------------------------------------------------------
+def _benchmark_module():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_segmentation.py"
+    spec = importlib.util.spec_from_file_location("bench_segmentation", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_segmentation"] = bench
+    spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.slow
+def test_benchmark_writes_the_table_it_prints_with_the_command_that_made_it(phantom_manifest, shipped_model,
+                                                                              tmp_path, capsys):
+    from cspineai.manifest import read_manifest, write_manifest
+
+    cases = read_manifest(phantom_manifest)
+    for case in cases:
+        case.split = "test"
+    manifest = write_manifest(cases, tmp_path / "test_split.csv")
+    out = tmp_path / "segmentation.md"
+    argv = ["--model", "shipped=cordseg-unet", "--manifest", str(manifest), "--threads", "1", "--repeats", "1",
+            "--out", str(out)]
+    bench = _benchmark_module()
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| shipped | synthetic |")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[2] == "2"  # T1_sag and T2_tra of the one test case
+    assert 0.0 < float(cells[3]) <= 1.0  # cord Dice of a trained model on a phantom
+    text = out.read_text()
+    assert rows[0] in text
+    assert f"`python benchmarks/bench_segmentation.py {' '.join(argv)}`" in text
+    timing = next(line for line in text.splitlines() if line.startswith("| shipped | ") and line.count("|") == 3)
+    assert 0.0 < float(timing.split("|")[2]) < 60.0
+
+
+def test_benchmark_times_a_neck_it_can_segment(shipped_model):
+    # The timed volume must hold a cord: the old one was noise, and the timing stopped at "no cord found".
+    bench = _benchmark_module()
+    volume = bench.speed_volume()
+    assert volume.shape == (20, 320, 320)
+    network, config = shipped_model
+    labels = segment_cord(volume, network, config)
+    assert np.count_nonzero(labels.array == CORD) * np.prod(volume.spacing) > 1000.0
