@@ -227,6 +227,40 @@ def test_resume_after_sigkill_reaches_the_weights_of_an_uninterrupted_run(tmp_pa
     assert len((tmp_path / "b" / "run" / "metrics.csv").read_text(encoding="utf-8").splitlines()) == 1 + epochs
 
 
+def test_cancel_during_validation_keeps_the_trained_epoch_and_resumes_after_it(tmp_path, cohort, monkeypatch):
+    # SIGTERM (a cluster's pre-emption, Slicer's Cancel) may arrive while a long validation runs: the run stops at
+    # the next validation batch, and the epoch it had trained is not lost.
+    from cspineai.errors import CSpineCancelled
+    from cspineai.progress import CancelToken
+    from cspineai.tasks.toy import ToyTask
+
+    token = CancelToken()
+    validated = []
+    step = ToyTask.step
+
+    def cancelling_step(self, model, batch, config):
+        if not model.training:
+            validated.append(len(batch["label"]))
+            token.cancel()
+        return step(self, model, batch, config)
+
+    config = load_config(write_config(tmp_path, cohort, optim={"epochs": 2}, data={"val_batch_size": 1}))
+    monkeypatch.setattr(ToyTask, "step", cancelling_step)
+    with pytest.raises(CSpineCancelled):
+        fit(config, cancel=token)
+    assert validated == [1]  # stopped at the second validation batch, not after the whole validation
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1
+    assert "train_loss" in state["history"][0] and "val_loss" not in state["history"][0]
+
+    monkeypatch.setattr(ToyTask, "step", step)
+    result = fit(config, resume=True)
+    assert result["epochs_completed"] == 2
+    rows = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["history"]
+    assert "val_loss" not in rows[0] and "val_loss" in rows[1]
+    assert result["best_epoch"] == 2
+
+
 def test_train_script_runs_with_slicer_shaped_argv(tmp_path, cohort, monkeypatch, capsys):
     # `Slicer --no-main-window --python-script Training/train.py --config c.yaml` runs the script in Slicer's
     # interpreter with sys.argv = [script, args...]; launcher flags may trail along and must be ignored.

@@ -104,13 +104,18 @@ def _monitor_text(task: Task) -> str:
 
 @torch.no_grad()
 def run_validation(task: Task, model: torch.nn.Module, loader, config: dict, device: torch.device,
-                   fitted: dict | None = None) -> tuple[dict, dict]:
-    """Score ``model`` on every batch of ``loader``; ``(figures, outputs)`` with ``figures["loss"]`` the mean loss."""
+                   fitted: dict | None = None, cancel: CancelToken | None = None) -> tuple[dict, dict]:
+    """Score ``model`` on every batch of ``loader``; ``(figures, outputs)`` with ``figures["loss"]`` the mean loss.
+
+    ``cancel`` is checked before every batch (a validation can take longer than a cluster's grace period).
+    """
     was_training = model.training
     model.eval()
     chunks, losses, counts = [], [], []
     try:
         for batch in loader:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
             batch = to_device(batch, device)
             with autocast_context(device, config["optim"]["amp"]):
                 loss, outputs = task.step(model, batch, config)
@@ -151,7 +156,8 @@ def fit(config: dict, info: DistInfo | None = None, resume: bool = False, cancel
         config: resolved configuration (:func:`cspineai.training.config.load_config`).
         info: rank and device (:func:`cspineai.training.distributed.init_distributed`); default single CPU process.
         resume: continue from ``output_dir/checkpoints/last.pt``.
-        cancel: checked between steps; cancelling raises :class:`CSpineCancelled` and keeps the last checkpoint.
+        cancel: checked between training steps and validation batches; cancelling raises :class:`CSpineCancelled`
+            and keeps the last checkpoint (an epoch stopped during its validation is kept, unvalidated).
         stream: where progress goes (default standard output).
     """
     info = info or DistInfo()
@@ -223,6 +229,24 @@ def fit(config: dict, info: DistInfo | None = None, resume: bool = False, cancel
     collate = task.collate()
     stop = start_epoch >= optim["epochs"]
 
+    def training_state(epochs_done: int, rows: list[dict], best: dict, bad_epochs: int) -> dict:
+        """What last.pt / best.pt hold: enough to resume exactly, and the history and init for the model card."""
+        return {
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "epoch": epochs_done,
+            "rng": rng_state(),
+            "config": config,
+            "history": rows,
+            "best": best,
+            "bad_epochs": bad_epochs,
+            "task": task.name,
+            "init": init,
+        }
+
     for epoch in range(start_epoch, optim["epochs"]):
         if stop:
             break
@@ -236,10 +260,15 @@ def fit(config: dict, info: DistInfo | None = None, resume: bool = False, cancel
 
         row: dict = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
                      "train_samples_per_s": samples / max(seconds, 1e-9)}
+
         improved = False
         if info.is_main and val_ds is not None:
+            # The trained epoch is kept before validating it: a run stopped during validation (SIGTERM is honoured
+            # between validation batches) resumes after this epoch, whose validation figures are then missing.
+            save_checkpoint(ckpt_dir / "last.pt", training_state(epoch + 1, history + [row], best, bad_epochs))
             val_loader = data_mod.make_loader(val_ds, val_batch, False, config["seed"], epoch, workers, collate)
-            figures, _ = run_validation(task, ema.module if ema is not None else model, val_loader, config, device)
+            figures, _ = run_validation(task, ema.module if ema is not None else model, val_loader, config, device,
+                                        cancel=cancel)
             row.update({f"val_{k}": v for k, v in figures.items()})
             value = figures.get(task.monitor)
             if value is None:
@@ -251,28 +280,15 @@ def fit(config: dict, info: DistInfo | None = None, resume: bool = False, cancel
                 bad_epochs = 0
             else:
                 bad_epochs += 1
-        history.append(row)
         patience = config["early_stopping"]["patience"]
         stop = bool(patience and val_ds is not None and bad_epochs >= patience)
         if info.is_main:
-            state = {
-                "model": unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "epoch": epoch + 1,
-                "rng": rng_state(),
-                "config": config,
-                "history": history,
-                "best": best,
-                "bad_epochs": bad_epochs,
-                "task": task.name,
-                "init": init,
-            }
-            save_checkpoint(ckpt_dir / "last.pt", state)
+            final = training_state(epoch + 1, history + [row], best, bad_epochs)
+            save_checkpoint(ckpt_dir / "last.pt", final)
             if improved or val_ds is None:
-                save_checkpoint(ckpt_dir / "best.pt", state)
+                save_checkpoint(ckpt_dir / "best.pt", final)
+        history.append(row)
+        if info.is_main:
             logger.end_epoch(row, history)
             if stop:
                 logger.message(f"early stopping: {_monitor_text(task)} did not improve for {patience} epochs "

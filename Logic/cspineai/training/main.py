@@ -91,8 +91,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides, resume=args.resume)
     info = init_distributed(config["device"])
     cancel = CancelToken()
-    # SIGTERM (Slicer's process runner cancelling, a cluster's pre-emption) ends the run between steps; the last
-    # completed epoch's checkpoint stays valid for --resume.
+    # SIGTERM (Slicer's process runner cancelling, a cluster's pre-emption) ends the run between steps or validation
+    # batches; the last trained epoch's checkpoint stays valid for --resume.
     previous = signal.signal(signal.SIGTERM, lambda *_: cancel.cancel())
     try:
         if args.folds == "one":
