@@ -13,6 +13,9 @@ a class drawn with ``class_ratios`` (the cord is oversampled), with intensity ra
 a field of view cut to a random smaller window, zero-padded back. Never flipped: the SI order
 of the vertebral levels and the AP order of body and cord are what the network must learn.
 ``column_samples`` more tiles per volume come from the cord's column in random slices (lateral ones included).
+An optimiser step takes ``data.batch_size`` volumes and ``samples_per_volume + column_samples`` tiles from each
+(a batch of ``batch_size`` x that many tiles), so an epoch has ceil(volumes / ``batch_size``) steps: for more
+steps per epoch lower ``batch_size``, not ``samples_per_volume``.
 With ``context_slices`` c > 0 every tile carries the c working slices on either side of its own as extra channels
 (zeros beyond the volume), as :func:`cspineai.segmentation.slice_context` feeds them in use; the label is the middle
 slice's.
