@@ -435,3 +435,7 @@ def test_benchmark_times_a_neck_it_can_segment(shipped_model):
     network, config = shipped_model
     labels = segment_cord(volume, network, config)
     assert np.count_nonzero(labels.array == CORD) * np.prod(volume.spacing) > 1000.0
+    seconds, found = bench.speed(network, config, 1, volume)
+    assert found and seconds > 0.0
+    # A model that finds no cord is still timed (up to "no cord found"), and the table says so.
+    assert bench.speed(Background(), config, 1, volume)[1] is False
