@@ -260,7 +260,6 @@ def fit(config: dict, info: DistInfo | None = None, resume: bool = False, cancel
 
         row: dict = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
                      "train_samples_per_s": samples / max(seconds, 1e-9)}
-
         improved = False
         if info.is_main and val_ds is not None:
             # The trained epoch is kept before validating it: a run stopped during validation (SIGTERM is honoured
