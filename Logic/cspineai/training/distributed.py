@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gc
 import os
 
 import torch
@@ -86,4 +87,7 @@ def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 
 def cleanup(info: DistInfo) -> None:
     if info.distributed and dist.is_initialized():
+        # Collect the finished run's DDP wrapper (its reducer holds gloo work objects with tensors) while the process
+        # group and the interpreter are alive: gloo threads left holding them at exit can abort the process.
+        gc.collect()
         dist.destroy_process_group()

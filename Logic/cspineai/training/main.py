@@ -84,7 +84,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..progress import CancelToken
     from .config import load_config
     from .data import fold_ids, load_cases
-    from .distributed import cleanup, init_distributed
+    from .distributed import barrier, cleanup, init_distributed
     from .loop import fit
     from .tasks import get_task
 
@@ -99,6 +99,9 @@ def run_train(args: argparse.Namespace) -> int:
             result = fit(config, info, resume=args.resume, cancel=cancel)
             if info.is_main:
                 print(f"done: {_summary(result)}; outputs in {config['output_dir']}", flush=True)
+            # Every rank tears the process group down together: a gloo rank whose peer destroys the group while it
+            # is still finishing can abort at exit ("terminate called without an active exception").
+            barrier(info)
             return 0
         task = get_task(config["task"])
         cases = load_cases(config["manifest"], tuple(task.required_columns))
@@ -112,6 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
             fit(fold_config, info, resume=resume_fold, cancel=cancel)
         if info.is_main:
             print(write_cv_report(root)[0], flush=True)
+        barrier(info)
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
