@@ -1,11 +1,31 @@
-"""Test volumes with known geometry, shared by the test modules (import as ``from helpers import ...``)."""
+"""Test volumes with known geometry, and the repository's scripts as modules, shared by the test modules (import as
+``from helpers import ...``)."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import SimpleITK as sitk
 
 from cspineai.volume import Volume
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative_path: str) -> ModuleType:
+    """A script of the repository (``benchmarks/bench_segmentation.py``, ``Training/cohorts.py``) imported as a module
+    named after its file, so that its ``main(argv)`` and helpers can be called. It is registered in ``sys.modules``
+    (dataclasses and pickling look their module up there)."""
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def rotation(axis: str, degrees: float) -> np.ndarray:

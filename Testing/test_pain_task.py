@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from cspineai.manifest import read_manifest
 from cspineai.tasks.pain import input_sizes, lr_axis, score_figures, write_tiny_cohort
 from cspineai.training.config import load_config
 from cspineai.training.tasks import get_task
+from helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_ID = "pain-abpdc-t1sag-ctbone"
@@ -180,10 +180,7 @@ def test_shipped_model_refuses_a_file_whose_hash_does_not_match(tmp_path):
 
 
 def _load_ablation():
-    spec = importlib.util.spec_from_file_location("ablation_pain", REPO / "benchmarks" / "ablation_pain.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/ablation_pain.py")
 
 
 def test_ablation_driver_runs_a_minimal_protocol_end_to_end_and_skips_finished_runs(tiny_manifest, tmp_path, capsys):

@@ -174,19 +174,12 @@ def test_rejects_an_unknown_method(pair):
 
 # --- the benchmark ---------------------------------------------------------------------------------------------------
 def test_benchmark_scores_the_generators_displacement_as_the_ceiling(tmp_path, capsys):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     from cspineai.phantom import generate_cohort
+    from helpers import load_script
 
     manifest = generate_cohort(1, tmp_path / "cohort", seed=77, resolution="coarse")
     split = manifest.read_text().splitlines()[1].split(",")[3]
-    spec = importlib.util.spec_from_file_location(
-        "bench_registration", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_registration.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_registration"] = bench
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/bench_registration.py")
     out = tmp_path / "registration.md"
     assert bench.main(["--manifest", str(manifest), "--split", split, "--n", "1", "--no-bspline", "--threads", "1",
                        "--out", str(out)]) == 0

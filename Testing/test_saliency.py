@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ from cspineai.saliency import (
     working_saliency,
 )
 from cspineai.volume import Volume
-from helpers import DIRECTIONS
+from helpers import DIRECTIONS, load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -400,10 +398,7 @@ def test_benchmark_prints_the_faithfulness_table_for_a_checkpoint(tmp_path, caps
     torch.save({"model": model.state_dict(), "config": model.config}, checkpoint)
     seed = next(s for s in range(200) if sample_parameters(s)["label"] == 1
                 and any(sample_parameters(s)["patient"].causal.values()))
-    spec = importlib.util.spec_from_file_location("bench_saliency", REPO / "benchmarks" / "bench_saliency.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_saliency"] = bench
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/bench_saliency.py")
     out_json = tmp_path / "rows.json"
     assert bench.main(["--model", str(checkpoint), "--n", "1", "--seed", str(seed), "--resolution", "coarse",
                        "--ig-steps", "2", "--steps", "4", "--threads", "1", "--json", str(out_json)]) == 0
@@ -415,9 +410,7 @@ def test_benchmark_prints_the_faithfulness_table_for_a_checkpoint(tmp_path, caps
 
 
 def test_benchmark_refuses_a_checkpoint_that_does_not_fit_its_configuration(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_saliency", REPO / "benchmarks" / "bench_saliency.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/bench_saliency.py")
     model = tiny_classifier()
     checkpoint = tmp_path / "bad.pt"
     torch.save({"model": model.state_dict(), "config": {**model.config, "widths": [4, 4, 4, 4]}}, checkpoint)

@@ -23,6 +23,7 @@ from cspineai.segmentation import (
 )
 from cspineai.series import BODY_VALUES, CORD, CSF, SEGMENTATION_CLASSES
 from cspineai.volume import Volume
+from helpers import load_script
 
 SAGITTAL = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # i->P, j->I, k->L
 AXIAL = np.eye(3)
@@ -387,19 +388,6 @@ def test_shipped_model_reaches_the_issue_target_on_a_generated_case(shipped_cord
 
 
 # --- the benchmark ---------------------------------------------------------------------------------------------------
-def _benchmark_module():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_segmentation.py"
-    spec = importlib.util.spec_from_file_location("bench_segmentation", path)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_segmentation"] = bench
-    spec.loader.exec_module(bench)
-    return bench
-
-
 @pytest.mark.slow
 def test_benchmark_writes_the_table_it_prints_with_the_command_that_made_it(phantom_manifest, shipped_model,
                                                                               tmp_path, capsys):
@@ -412,7 +400,7 @@ def test_benchmark_writes_the_table_it_prints_with_the_command_that_made_it(phan
     out = tmp_path / "segmentation.md"
     argv = ["--model", "shipped=cordseg-unet", "--manifest", str(manifest), "--threads", "1", "--repeats", "1",
             "--out", str(out)]
-    bench = _benchmark_module()
+    bench = load_script("benchmarks/bench_segmentation.py")
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
     rows = [line for line in printed.splitlines() if line.startswith("| shipped | synthetic |")]
@@ -429,7 +417,7 @@ def test_benchmark_writes_the_table_it_prints_with_the_command_that_made_it(phan
 
 def test_benchmark_times_a_neck_it_can_segment(shipped_model):
     # The timed volume must hold a cord: the old one was noise, and the timing stopped at "no cord found".
-    bench = _benchmark_module()
+    bench = load_script("benchmarks/bench_segmentation.py")
     volume = bench.speed_volume()
     assert volume.shape == (20, 320, 320)
     network, config = shipped_model

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from cspineai.manifest import read_manifest
+from helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _cohorts():
-    spec = importlib.util.spec_from_file_location("cohorts", REPO / "Training" / "cohorts.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("Training/cohorts.py")
 
 
 def test_recipe_keeps_the_paper_split_and_folds_extra_cases_into_training(tmp_path, monkeypatch):
