@@ -182,6 +182,17 @@ def test_early_stopping_ends_the_run(tmp_path, cohort):
     assert result["epochs_completed"] - result["best_epoch"] == 1
 
 
+def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path, cohort):
+    config = load_config(write_config(tmp_path, cohort, optim={"epochs": 5}, data={"val_every": 2}))
+    result = fit(config)
+    rows = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["history"]
+    assert [row["epoch"] for row in rows if "val_loss" in row] == [2, 4, 5]
+    assert result["epochs_completed"] == 5 and result["best_epoch"] in (2, 4, 5)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["epoch"] == result["best_epoch"]
+    with pytest.raises(CSpineInputError, match=r"data\.val_every must be at least 1"):
+        load_config(write_config(tmp_path, cohort, data={"val_every": 0}))
+
+
 def _train_subprocess(config: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, str(REPO / "Training" / "train.py"), "--config", str(config),

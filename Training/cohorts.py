@@ -9,6 +9,8 @@ Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (`
   folded back into training, their folds kept), because 200 training cases were too few for the CPU-trained
   classifier to learn the image findings (docs/results/pain_ablation.md keeps the paper-sized protocol).
 - ``pain2500``: ``pain`` plus 1500 more coarse training-only cases (seed 2028); same validation fold and test split.
+- ``pain4500``: ``pain2500`` plus 2000 more coarse training-only cases (seed 2029), whose fold 0 joins the validation
+  fold; same test split.
 - ``cordseg``: 36 + 64 domain-randomised cases (seeds 101, 303) and 12 ordinary ones (seed 202), default protocol;
   each part keeps its own 20% test split (the segmentation benchmark's held-out volumes).
 - ``registration``: 80 coarse cases (seed 77); the first 60 train (every 10th validates), the last 20 are held out
@@ -50,6 +52,9 @@ RECIPES = {
     "pain": (Part("pain250", 250, 2026, "coarse"), Part("pain750x", 750, 2027, "coarse", train_only=True)),
     "pain2500": (Part("pain250", 250, 2026, "coarse"), Part("pain750x", 750, 2027, "coarse", train_only=True),
                  Part("pain1500y", 1500, 2028, "coarse", train_only=True)),
+    "pain4500": (Part("pain250", 250, 2026, "coarse"), Part("pain750x", 750, 2027, "coarse", train_only=True),
+                 Part("pain1500y", 1500, 2028, "coarse", train_only=True),
+                 Part("pain2000z", 2000, 2029, "coarse", train_only=True)),
     "cordseg": (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 12, 202),
                 Part("cordseg_dr2", 64, 303, randomize=True)),
     "registration": (Part("regcohort", 80, 77, "coarse", pairs=True),

@@ -39,6 +39,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "cache_dir": "",  # for cache: disk; default <output_dir>/cache
         "batch_size": 4,
         "val_batch_size": 0,  # 0: same as batch_size
+        "val_every": 1,  # validate every N epochs and after the last one (patience then counts validations)
         "num_workers": 0,
     },
     "optim": {
@@ -182,8 +183,8 @@ def resolve_config(raw: dict, source: str = "configuration", base_dir: str | os.
     if config["manifest"] and base_dir is not None and not os.path.isabs(config["manifest"]):
         config["manifest"] = str((Path(base_dir) / config["manifest"]).resolve())
     config["init_from"] = _init_from(config["init_from"], source)
-    for key in ("batch_size", "accumulate", "epochs", "step_size"):
-        section = "data" if key == "batch_size" else "optim"
+    for key in ("batch_size", "val_every", "accumulate", "epochs", "step_size"):
+        section = "data" if key in ("batch_size", "val_every") else "optim"
         if config[section][key] < 1:
             raise CSpineInputError(source, f"{section}.{key} must be at least 1")
     if config["data"]["num_workers"] < 0:

@@ -35,7 +35,7 @@ from .tasks import Task, get_task
 #: Keys that may change between a run and its resumption (they do not alter what an epoch computes).
 #: (``manifest``: the path may change when the data moved; its cases must stay the same.)
 RESUMABLE_CHANGES = ("optim.epochs", "early_stopping.patience", "early_stopping.min_delta", "data.num_workers",
-                     "log.every_steps", "log.tensorboard", "device", "output_dir", "manifest")
+                     "data.val_every", "log.every_steps", "log.tensorboard", "device", "output_dir", "manifest")
 
 
 def to_device(batch, device: torch.device):
@@ -226,6 +226,7 @@ def fit(config: dict, info: DistInfo | None = None, resume: bool = False, cancel
             logger.message(init_note)
     batch_size = config["data"]["batch_size"]
     val_batch = config["data"]["val_batch_size"] or batch_size
+    val_every = config["data"]["val_every"]
     collate = task.collate()
     stop = start_epoch >= optim["epochs"]
 
@@ -261,7 +262,9 @@ def fit(config: dict, info: DistInfo | None = None, resume: bool = False, cancel
         row: dict = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
                      "train_samples_per_s": samples / max(seconds, 1e-9)}
         improved = False
-        if info.is_main and val_ds is not None:
+        # A long validation (every slice of every cordseg volume: minutes on a CPU) need not follow every epoch.
+        validate = val_ds is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == optim["epochs"])
+        if info.is_main and validate:
             # The trained epoch is kept before validating it: a run stopped during validation (SIGTERM is honoured
             # between validation batches) resumes after this epoch, whose validation figures are then missing.
             save_checkpoint(ckpt_dir / "last.pt", training_state(epoch + 1, history + [row], best, bad_epochs))
