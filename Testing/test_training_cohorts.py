@@ -32,6 +32,19 @@ def test_recipe_keeps_the_paper_split_and_folds_extra_cases_into_training(tmp_pa
     assert (tmp_path / "extra" / "manifest.csv").stat().st_mtime_ns == stamp
 
 
+def test_a_part_kept_out_of_the_validation_fold_only_trains_there(tmp_path, monkeypatch):
+    cohorts = _cohorts()
+    monkeypatch.setitem(cohorts.RECIPES, "tiny", (cohorts.Part("base", 5, 11, "coarse"),
+                                                  cohorts.Part("extra", 6, 12, "coarse", train_only=True,
+                                                               not_in_fold=0)))
+    cases = read_manifest(cohorts.build("tiny", tmp_path, workers=1))
+    base = read_manifest(tmp_path / "base" / "manifest.csv")
+    assert [c.fold for c in cases[:5]] == [c.fold for c in base]
+    extra_folds = [c.fold for c in cases[5:]]
+    assert 0 not in extra_folds and len(set(extra_folds)) > 1  # dealt round-robin to the other folds
+    assert {c.split for c in cases[5:]} == {"train"}
+
+
 def test_the_shipped_recipes_name_the_seeds_of_the_model_cards():
     cohorts = _cohorts()
     cards = "".join(p.read_text(encoding="utf-8") for p in (REPO / "Logic/cspineai/models").glob("*.md"))

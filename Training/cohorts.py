@@ -13,6 +13,8 @@ Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (`
   fold; same test split.
 - ``cordseg``: 36 + 64 domain-randomised cases (seeds 101, 303) and 12 ordinary ones (seed 202), default protocol;
   each part keeps its own 20% test split (the segmentation benchmark's held-out volumes).
+- ``cordseg300``: ``cordseg`` plus 200 domain-randomised training-only cases (seed 505), dealt to folds 1-4 so that
+  fold 0 validates on the same 22 cases as ``cordseg`` (its all-slice validation is what a CPU epoch waits for).
 - ``registration``: 80 coarse cases (seed 77); the first 60 train (every 10th validates), the last 20 are held out
   (:func:`cspineai.tasks.registration.write_split_manifest`, the benchmark's pairs); plus 120 coarse cases (seed 78)
   that only train (every 10th validates), because 54 training pairs left FPRAN overfitting.
@@ -46,6 +48,7 @@ class Part:
     randomize: bool = False
     train_only: bool = False
     pairs: bool = False  # registration pairs: split by case order, not by label (see write_split_manifest)
+    not_in_fold: int | None = None  # deal the part's cases round-robin to the other folds (training only in that fold)
 
 
 RECIPES = {
@@ -57,6 +60,9 @@ RECIPES = {
                  Part("pain2000z", 2000, 2029, "coarse", train_only=True)),
     "cordseg": (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 12, 202),
                 Part("cordseg_dr2", 64, 303, randomize=True)),
+    "cordseg300": (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 12, 202),
+                   Part("cordseg_dr2", 64, 303, randomize=True),
+                   Part("cordseg_dr3", 200, 505, randomize=True, train_only=True, not_in_fold=0)),
     "registration": (Part("regcohort", 80, 77, "coarse", pairs=True),
                      Part("regcohort2", 120, 78, "coarse", train_only=True, pairs=True)),
     "registration500": (Part("regcohort", 80, 77, "coarse", pairs=True),
@@ -76,8 +82,11 @@ def build(recipe: str, out: Path, workers: int) -> Path:
         if part.pairs:
             split_registration(part_cases, n_train=len(part_cases) if part.train_only else 60)
         elif part.train_only:
-            for case in part_cases:
+            folds = sorted({c.fold for c in part_cases if c.fold is not None} - {part.not_in_fold})
+            for n, case in enumerate(part_cases):
                 case.split = "train"
+                if part.not_in_fold is not None:
+                    case.fold = folds[n % len(folds)]
         cases += part_cases
     return write_manifest(cases, out / f"{recipe}.csv")
 
