@@ -403,13 +403,19 @@ def test_benchmark_writes_the_table_it_prints_with_the_command_that_made_it(phan
     bench = load_script("benchmarks/bench_segmentation.py")
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
-    rows = [line for line in printed.splitlines() if line.startswith("| shipped | synthetic |")]
+    tables = [line for line in printed.splitlines() if line.startswith("| shipped | synthetic |")]
+    rows = [line for line in tables if line.count("|") == 9]
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[2] == "2"  # T1_sag and T2_tra of the one test case
     assert 0.0 < float(cells[3]) <= 1.0  # cord Dice of a trained model on a phantom
+    by_series = [line for line in tables if line.count("|") == 6]
+    assert len(by_series) == 1
+    t1, t2, tra = (c.strip() for c in by_series[0].strip("|").split("|")[2:])
+    assert t2 == "n/a" and float(t1) > 0.0 and float(tra) > 0.0
+    assert abs((float(t1) + float(tra)) / 2 - float(cells[3])) < 1.5e-3  # the series' means make up the mean
     text = out.read_text()
-    assert rows[0] in text
+    assert rows[0] in text and by_series[0] in text
     assert f"`python benchmarks/bench_segmentation.py {' '.join(argv)}`" in text
     timing = next(line for line in text.splitlines() if line.startswith("| shipped | ") and line.count("|") == 3)
     assert 0.0 < float(timing.split("|")[2]) < 60.0

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from cspineai.environment import machine_summary
+from cspineai.series import MRI_SERIES
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = Path(os.environ.get("CSPINEAI_SHARED_DATA", REPO.parent / "shared" / "data")) / "real" / "sct_t1w"
@@ -155,6 +156,12 @@ def _mean(rows, key) -> str:
     return f"{np.mean(values):.3f}" if values else "n/a"
 
 
+def series_line(name: str, rows: list[dict]) -> str:
+    """Mean cord Dice per MRI series (``row["case"]`` is ``case_id/series``), one Markdown table row."""
+    cells = [_mean([r for r in rows if r["case"].endswith(f"/{series}")], "cord_dice") for series in MRI_SERIES]
+    return f"| {name} | {rows[0]['data']} | " + " | ".join(cells) + " |"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", required=True, help="name=checkpoint.pt or name=registry-id")
@@ -174,6 +181,7 @@ def main(argv=None) -> int:
     print(machine_summary())
     lines = ["| model | data | volumes | cord Dice | cord HD95 (mm) | CSF Dice | bodies Dice | s / volume |",
              "|---|---|---|---|---|---|---|---|"]
+    series_lines = []
     speed_lines = []
     timed = speed_volume()
     for spec in args.model:
@@ -193,6 +201,9 @@ def main(argv=None) -> int:
                     f"{_mean(rows, 'seconds')} |")
             print(line)
             lines.append(line)
+            if rows[0]["data"].startswith("synthetic"):
+                series_lines.append(series_line(name, rows))
+                print(series_lines[-1])
         seconds, found = speed(network, config, args.repeats, timed)
         note = "" if found else " (no cord found: timed up to that check)"
         speed_lines.append(f"| {name} | {seconds:.2f}{note} |")
@@ -209,6 +220,8 @@ def main(argv=None) -> int:
          if args.validation_fold is None else f"(validation fold {args.validation_fold}, outside the test split)."),
         "",
         *lines, "",
+        "Cord Dice by series (the same synthetic volumes; a user can see which series to give the model):", "",
+        "| model | data | " + " | ".join(MRI_SERIES) + " |", "|---|---|" + "---|" * len(MRI_SERIES), *series_lines, "",
         "| model | seconds for a 320 x 320 x 20 sagittal MRI |", "|---|---|", *speed_lines, "",
     ])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
