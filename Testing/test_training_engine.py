@@ -310,6 +310,21 @@ def test_evaluate_scores_a_checkpoint_with_the_validation_threshold(tmp_path, co
     assert len((tmp_path / "eval" / "predictions.csv").read_text(encoding="utf-8").splitlines()) == 13
 
 
+def test_evaluate_scores_the_validation_fold_the_run_validated_on(tmp_path, cohort):
+    config = load_config(write_config(tmp_path, cohort, optim={"epochs": 1}))
+    result = fit(config)
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.pt"
+    assert evaluate_main(["--checkpoint", str(checkpoint), "--fold", "0", "--output", str(tmp_path / "eval"),
+                          "--device", "cpu"]) == 0
+    figures = json.loads((tmp_path / "eval" / "evaluation.json").read_text(encoding="utf-8"))["figures"]
+    assert figures["n_cases"] == result["n_val"] < 12
+    validated = load_checkpoint(checkpoint)["history"][0]
+    assert figures["auc"] == pytest.approx(validated["val_auc"]) and figures["loss"] == pytest.approx(
+        validated["val_loss"], rel=1e-5)
+    with pytest.raises(SystemExit):  # --fold and --split exclude each other
+        evaluate_main(["--checkpoint", str(checkpoint), "--fold", "0", "--split", "all"])
+
+
 def test_all_folds_training_writes_a_cross_validation_report(tmp_path, cohort, capsys):
     config = write_config(tmp_path, cohort, optim={"epochs": 1})
     assert train_main(["--config", str(config), "--folds", "all", "--set", "log.tensorboard=false"]) == 0

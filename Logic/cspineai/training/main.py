@@ -38,8 +38,12 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     source.add_argument("--model", help="model id in the registry (shipped or user-registered)")
     source.add_argument("--cv", metavar="RUN_DIR", help="cross-validation report over RUN_DIR/fold_*/metrics.json")
     parser.add_argument("--manifest", help="cases to score (default: the manifest the model was trained on)")
-    parser.add_argument("--split", choices=("test", "all"), default="test",
-                        help="'test': cases with split=test (all cases when none is marked); 'all': every case")
+    cases = parser.add_mutually_exclusive_group()
+    cases.add_argument("--split", choices=("test", "all"), default="test",
+                       help="'test': cases with split=test (all cases when none is marked); 'all': every case")
+    cases.add_argument("--fold", type=int, help="validation fold N of the manifest, as training splits it (the "
+                                                "model's data.folds and seed): compare models on the cases a run "
+                                                "validated on, without touching the test split")
     parser.add_argument("--output", help="folder for evaluation.json and predictions.csv (written atomically)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return parser
@@ -166,7 +170,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         config["manifest"] = str(Path(args.manifest).resolve())
     task = get_task(config["task"])
     cases = data_mod.load_cases(config["manifest"], tuple(task.required_columns))
-    if args.split == "test" and any(c.split == "test" for c in cases):
+    if args.fold is not None:
+        cases = data_mod.split_cases(cases, args.fold, config["data"]["folds"], config["seed"], task.stratify_by)[1]
+    elif args.split == "test" and any(c.split == "test" for c in cases):
         cases = [c for c in cases if c.split == "test"]
     device = pick_device(args.device)
     model = task.build_model(config)
