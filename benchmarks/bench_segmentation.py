@@ -187,13 +187,10 @@ def main(argv=None) -> int:
     for spec in args.model:
         name, _, path = spec.partition("=")
         network, config = load(path or name)
-        groups = []
-        if args.manifest:
-            groups.append(synthetic_rows(name, network, config, args.manifest, args.max_cases, args.validation_fold))
+        synthetic = (synthetic_rows(name, network, config, args.manifest, args.max_cases, args.validation_fold)
+                     if args.manifest else [])
         real = real_row(name, network, config) if args.validation_fold is None else None
-        if real:
-            groups.append([real])
-        for rows in groups:
+        for rows in (synthetic, [real] if real else []):
             if not rows:
                 continue
             line = (f"| {name} | {rows[0]['data']} | {len(rows)} | {_mean(rows, 'cord_dice')} | "
@@ -201,15 +198,20 @@ def main(argv=None) -> int:
                     f"{_mean(rows, 'seconds')} |")
             print(line)
             lines.append(line)
-            if rows[0]["data"].startswith("synthetic"):
-                series_lines.append(series_line(name, rows))
-                print(series_lines[-1])
+        if synthetic:
+            series_lines.append(series_line(name, synthetic))
+            print(series_lines[-1])
         seconds, found = speed(network, config, args.repeats, timed)
         note = "" if found else " (no cord found: timed up to that check)"
         speed_lines.append(f"| {name} | {seconds:.2f}{note} |")
         print(f"{name}: {seconds:.2f} s for a 320x320x20 sagittal volume{note}")
 
     from cspineai.atomic import atomic_write_text
+
+    series_table = [
+        "Cord Dice by series (the same synthetic volumes; a user can see which series to give the model):", "",
+        "| model | data | " + " | ".join(MRI_SERIES) + " |", "|---|---|" + "---|" * len(MRI_SERIES), *series_lines, "",
+    ] if series_lines else []
 
     text = "\n".join([
         "# Cord segmentation results", "",
@@ -220,8 +222,7 @@ def main(argv=None) -> int:
          if args.validation_fold is None else f"(validation fold {args.validation_fold}, outside the test split)."),
         "",
         *lines, "",
-        "Cord Dice by series (the same synthetic volumes; a user can see which series to give the model):", "",
-        "| model | data | " + " | ".join(MRI_SERIES) + " |", "|---|---|" + "---|" * len(MRI_SERIES), *series_lines, "",
+        *series_table,
         "| model | seconds for a 320 x 320 x 20 sagittal MRI |", "|---|---|", *speed_lines, "",
     ])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -103,22 +103,22 @@ def run_train(args: argparse.Namespace) -> int:
             result = fit(config, info, resume=args.resume, cancel=cancel)
             if info.is_main:
                 print(f"done: {_summary(result)}; outputs in {config['output_dir']}", flush=True)
-            # Every rank tears the process group down together: a gloo rank whose peer destroys the group while it
-            # is still finishing can abort at exit ("terminate called without an active exception").
-            barrier(info)
-            return 0
-        task = get_task(config["task"])
-        cases = load_cases(config["manifest"], tuple(task.required_columns))
-        root = Path(config["output_dir"])
-        for fold in fold_ids(cases, config["data"]["folds"], config["seed"], task.stratify_by):
-            fold_config = {**config, "output_dir": str(root / f"fold_{fold}"),
-                           "data": {**config["data"], "fold": fold}}
-            resume_fold = args.resume and (root / f"fold_{fold}" / "checkpoints" / "last.pt").exists()
-            if resume_fold and (root / f"fold_{fold}" / "metrics.json").exists():
-                continue  # finished before the interruption
-            fit(fold_config, info, resume=resume_fold, cancel=cancel)
-        if info.is_main:
-            print(write_cv_report(root)[0], flush=True)
+        else:
+            task = get_task(config["task"])
+            cases = load_cases(config["manifest"], tuple(task.required_columns))
+            root = Path(config["output_dir"])
+            for fold in fold_ids(cases, config["data"]["folds"], config["seed"], task.stratify_by):
+                fold_config = {**config, "output_dir": str(root / f"fold_{fold}"),
+                               "data": {**config["data"], "fold": fold}}
+                resume_fold = args.resume and (root / f"fold_{fold}" / "checkpoints" / "last.pt").exists()
+                if resume_fold and (root / f"fold_{fold}" / "metrics.json").exists():
+                    continue  # finished before the interruption
+                fit(fold_config, info, resume=resume_fold, cancel=cancel)
+            if info.is_main:
+                print(write_cv_report(root)[0], flush=True)
+        # Every rank tears the process group down together: a gloo rank whose peer destroys the group while it is
+        # still finishing can abort at exit ("terminate called without an active exception"). Not in the finally:
+        # after a failure the peers may never arrive.
         barrier(info)
         return 0
     finally:
