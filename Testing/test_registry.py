@@ -113,3 +113,48 @@ def test_export_and_evaluate_entry_points_work_on_a_registered_model(trained, us
     assert evaluate_main(["--model", "toy-cli", "--manifest", str(manifest), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "n_cases: 8" in out and "auc:" in out
+
+
+# --- averaged weights ("model soup") -----------------------------------------------------------------------------
+def test_average_weights_is_the_mean_in_each_dtype_and_refuses_another_architecture():
+    from cspineai.training.checkpoint import average_weights
+
+    a = {"w": torch.tensor([1.0, 2.0]), "h": torch.tensor([1.0], dtype=torch.float16), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([3.0, 6.0]), "h": torch.tensor([2.0], dtype=torch.float16), "n": torch.tensor(7)}
+    mean = average_weights([a, b], ["a", "b"])
+    assert torch.equal(mean["w"], torch.tensor([2.0, 4.0]))
+    assert mean["h"].dtype == torch.float16 and float(mean["h"]) == 1.5
+    assert int(mean["n"]) == 3  # a counter is not averaged: the first model's
+    with pytest.raises(CSpineModelError, match=r"b: w is \(3,\), \(2,\) in a"):
+        average_weights([a, {**b, "w": torch.zeros(3)}], ["a", "b"])
+    with pytest.raises(CSpineModelError, match="b: not the architecture of a .*h missing"):
+        average_weights([a, {"w": b["w"], "n": b["n"]}], ["a", "b"])
+    with pytest.raises(CSpineModelError, match="at least two"):
+        average_weights([a], ["a"])
+
+
+def test_export_registers_the_average_of_a_model_and_another_and_its_card_names_both(user_registry, tmp_path):
+    shipped = registry.find_model("cordseg-unet@1.2.0")
+    state = torch.load(shipped.path, weights_only=True)
+    other = {**state, "model": {k: v * 3 if v.is_floating_point() else v for k, v in state["model"].items()}}
+    torch.save(other, tmp_path / "tripled.pt")
+    entry = registry.export_model(shipped.path, "cordseg-soup", average_with=[str(tmp_path / "tripled.pt")])
+    averaged = torch.load(entry.path, weights_only=True)
+    for key, value in state["model"].items():
+        expected = value * 2 if value.is_floating_point() else value  # the mean of w and 3w
+        assert torch.allclose(averaged["model"][key], expected, rtol=1e-6), key
+    assert averaged["fitted"] == {} and entry.metrics == {}  # nobody validated the mean
+    tripled = registry.sha256_file(tmp_path / "tripled.pt")
+    assert [a["sha256"] for a in averaged["averaged"]] == [shipped.sha256, tripled]
+    card = (user_registry / entry.card).read_text(encoding="utf-8")
+    assert "uniform average of" in card and shipped.sha256[:16] in card and "tripled.pt" in card
+    # 1.1.0 reads one slice, 1.2.0 five: the input kernels differ
+    with pytest.raises(CSpineModelError, match=r"cordseg-unet 1\.1\.0: .* is \(16, 1, 3, 3\), .*do not share an"):
+        registry.export_model(shipped.path, "cordseg-mixed", average_with=["cordseg-unet@1.1.0"])
+
+
+def test_export_refuses_to_average_a_classifier_whose_threshold_belongs_to_its_own_weights(trained, user_registry):
+    checkpoint, _ = trained
+    with pytest.raises(CSpineInputError, match="operating threshold"):
+        registry.export_model(checkpoint, "toy-soup", average_with=[str(checkpoint)])
+    assert not (user_registry / "toy-soup-1.0.0.pt").exists()

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +211,19 @@ def initialisation_text(config: dict, init: dict | None = None) -> str:
     return "random (trained from scratch)"
 
 
-def model_card(entry: ModelEntry, config: dict, history_rows: int, init: dict | None = None) -> str:
+def model_card(entry: ModelEntry, config: dict, history_rows: int, init: dict | None = None,
+               averaged: list[dict] | None = None) -> str:
     """Markdown model card: what the model does, its inputs, how it was trained (and from which starting weights) and
-    how well it scored; ``init`` as in :func:`initialisation_text`."""
+    how well it scored; ``init`` as in :func:`initialisation_text`, ``averaged`` the records of the models whose
+    weights were averaged (:func:`export_model`)."""
     metrics = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                         for k, v in entry.metrics.items()) or "| (none) | |"
+    if averaged:
+        names = "; ".join((f"registered model `{a['model']}` {a['version']}" if a.get("model") else f"`{a['file']}`")
+                          + f" (SHA-256 `{a['sha256'][:16]}...`)" for a in averaged)
+        weights_line = f"\n- Weights: the uniform average of {names}; not validated at export (no figures below)"
+    else:
+        weights_line = ""
     optim = config.get("optim", {})
     return f"""# {entry.id} {entry.version}
 
@@ -230,7 +239,7 @@ def model_card(entry: ModelEntry, config: dict, history_rows: int, init: dict | 
 
 - Data: {entry.training_data or "not stated"}
 - Command: `{entry.training_command or "not stated"}`
-- Initialisation: {initialisation_text(config, init)}
+- Initialisation: {initialisation_text(config, init)}{weights_line}
 - Epochs run: {history_rows}; optimiser AdamW, lr {optim.get("lr")}, batch {config.get("data", {}).get("batch_size")},
   validation fold {config.get("data", {}).get("fold")}, seed {config.get("seed")}
 
@@ -250,16 +259,22 @@ before relying on the model; figures from one site do not transfer to another by
 def export_model(checkpoint: str | os.PathLike, model_id: str, version: str = "1.0.0",
                  registry_dir: str | os.PathLike | None = None, description: str = "", training_data: str = "",
                  training_command: str = "", inputs: list[str] | None = None, spacing: list[float] | None = None,
-                 working_size: list[int] | None = None, overwrite: bool = False) -> ModelEntry:
+                 working_size: list[int] | None = None, overwrite: bool = False,
+                 average_with: Sequence[str] = ()) -> ModelEntry:
     """Register a training checkpoint: write ``<id>-<version>.pt`` (deployable weights, the configuration and the
     validation figures), its model card ``.md`` and the ``Models.json`` entry, each atomically.
 
     The weights are the EMA average when the run kept one. ``inputs`` default to the series the task requires.
+    ``average_with`` (checkpoints or registered ids, as ``init_from`` names them) registers instead the uniform mean of
+    the checkpoint's weights and theirs (:func:`cspineai.training.checkpoint.average_weights`): same task and network.
+    The mean was validated by nobody, so it carries no validation figures; a task that takes a setting from them (the
+    classifier's operating threshold) is refused, because that setting belongs to other weights.
     """
     import torch
 
     from ..series import SERIES
-    from ..training.checkpoint import fitted_figures, load_checkpoint, model_weights
+    from ..training.checkpoint import average_weights, fitted_figures, load_checkpoint, model_weights
+    from ..training.init_from import read_starting_model
     from ..training.tasks import get_task
 
     if not model_id or not all(ch.isalnum() or ch in "-_." for ch in model_id):
@@ -275,10 +290,26 @@ def export_model(checkpoint: str | os.PathLike, model_id: str, version: str = "1
     if any(e.id == model_id and e.version == version for e in entries) and not overwrite:
         raise CSpineInputError(folder / REGISTRY_FILE, f"already lists {model_id} {version}; choose another version "
                                                        "or allow overwriting")
+    weights, averaged = model_weights(state), None
+    if average_with:
+        if "threshold" in fitted:
+            raise CSpineInputError("--average-with", f"{checkpoint} is a {task.name} model with an operating threshold "
+                                   "chosen on validation data for its own weights; an average would need its own")
+        ingredients = [read_starting_model(spec, task.name) for spec in average_with]
+        for ingredient in ingredients:
+            if ingredient.config.get("model") != config.get("model"):
+                raise CSpineInputError("--average-with", f"{ingredient.label} has another network "
+                                       f"({ingredient.config.get('model')}) than {checkpoint} ({config.get('model')})")
+        weights = average_weights([weights, *(i.weights for i in ingredients)],
+                                  [str(checkpoint), *(i.label for i in ingredients)])
+        averaged = [{"file": str(checkpoint), "sha256": sha256_file(checkpoint)}, *(i.record for i in ingredients)]
+        fitted = {}
     stem = f"{model_id}-{version}"
     file = folder / f"{stem}.pt"
-    payload = {"format": MODEL_FORMAT, "task": task.name, "model": model_weights(state), "config": config,
+    payload = {"format": MODEL_FORMAT, "task": task.name, "model": weights, "config": config,
                "fitted": fitted, "epoch": int(state.get("epoch") or 0), "init": state.get("init")}
+    if averaged:
+        payload["averaged"] = averaged
     with atomic_path(file) as tmp:
         torch.save(payload, tmp)
     entry = ModelEntry(
@@ -289,7 +320,8 @@ def export_model(checkpoint: str | os.PathLike, model_id: str, version: str = "1
         card=f"{stem}.md", description=description, created=datetime.date.today().isoformat(),
         source="user", folder=folder,
     )
-    atomic_write_text(folder / entry.card, model_card(entry, config, int(state.get("epoch") or 0), state.get("init")))
+    atomic_write_text(folder / entry.card,
+                      model_card(entry, config, int(state.get("epoch") or 0), state.get("init"), averaged))
     kept = [e for e in entries if not (e.id == model_id and e.version == version)]
     write_registry(folder, [*kept, entry])
     return entry

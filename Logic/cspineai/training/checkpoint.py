@@ -97,3 +97,37 @@ def fitted_figures(state: dict) -> dict:
     if not history or epoch < 1:
         return {}
     return {k[4:]: v for k, v in history[epoch - 1].items() if k.startswith("val_")}
+
+
+def average_weights(weights: list[dict], labels: list[str]) -> dict:
+    """The uniform mean of state dicts of one architecture (a "model soup", Wortsman et al. 2022).
+
+    Averaging helps when the models share a starting point (one fine-tuned from the other, or two fine-tunings of one
+    model); the mean then lies in the same basin of the loss. Floating-point entries (weights and normalisation
+    statistics) are averaged in float64 and kept in their own dtype; other entries (BatchNorm's step counter) are taken
+    from the first. Written here because PyTorch's ``AveragedModel`` averages one model during training, not finished
+    weight files. ``labels`` name the inputs in errors.
+
+    Raises:
+        CSpineModelError: fewer than two inputs, or keys or shapes that differ (named, with the input).
+    """
+    if len(weights) < 2:
+        raise CSpineModelError("averaging weights needs at least two models")
+    first = weights[0]
+    for other, label in zip(weights[1:], labels[1:], strict=True):
+        missing, extra = sorted(set(first) - set(other)), sorted(set(other) - set(first))
+        if missing or extra:
+            named = [f"{k} missing" for k in missing[:3]] + [f"{k} not in {labels[0]}" for k in extra[:3]]
+            raise CSpineModelError(f"{label}: not the architecture of {labels[0]} ({'; '.join(named)})")
+        for key, value in first.items():
+            if tuple(value.shape) != tuple(other[key].shape):
+                raise CSpineModelError(f"{label}: {key} is {tuple(other[key].shape)}, {tuple(value.shape)} in "
+                                       f"{labels[0]}; the models do not share an architecture")
+    averaged = {}
+    for key, value in first.items():
+        if value.is_floating_point():
+            mean = torch.stack([w[key].to(torch.float64) for w in weights]).mean(dim=0)
+            averaged[key] = mean.to(value.dtype)
+        else:
+            averaged[key] = value.clone()
+    return averaged

@@ -59,6 +59,10 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--training-data", default="", help="what the model was trained on (no patient identifiers)")
     parser.add_argument("--training-command", default="", help="the command that trained it")
     parser.add_argument("--overwrite", action="store_true", help="replace an entry with the same id and version")
+    parser.add_argument("--average-with", nargs="+", default=[], metavar="MODEL",
+                        help="register the uniform average of the checkpoint's weights and these models' (checkpoints "
+                             "or registered ids such as cordseg-unet@1.2.0; same task and network): a 'model soup' of "
+                             "a fine-tuned model and the model it started from")
     return parser
 
 
@@ -287,7 +291,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise CSpineInputError("export", "--checkpoint and --id are required (or use --list)")
     entry = export_model(args.checkpoint, args.model_id, args.version, registry_dir=args.registry,
                          description=args.description, training_data=args.training_data,
-                         training_command=args.training_command, overwrite=args.overwrite)
+                         training_command=args.training_command, overwrite=args.overwrite,
+                         average_with=args.average_with)
     print(f"registered {entry.id} {entry.version}: {entry.path} (sha256 {entry.sha256[:12]}...), card {entry.card}")
     return 0
 
