@@ -399,10 +399,13 @@ def test_benchmark_writes_the_table_it_prints_with_the_command_that_made_it(phan
     manifest = write_manifest(cases, tmp_path / "test_split.csv")
     out = tmp_path / "segmentation.md"
     argv = ["--model", "shipped=cordseg-unet", "--manifest", str(manifest), "--threads", "1", "--repeats", "1",
-            "--out", str(out)]
+            "--crop-mm", "60", "80", "80", "--out", str(out)]
     bench = load_script("benchmarks/bench_segmentation.py")
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
+    cropped = [line for line in printed.splitlines()
+               if line.startswith("| shipped | synthetic, cropped to 60 x 80 x 80 mm around the cord |")]
+    assert len(cropped) == 2 and cropped[0].split("|")[3].strip() == "2"  # its row and its series row
     tables = [line for line in printed.splitlines() if line.startswith("| shipped | synthetic |")]
     rows = [line for line in tables if line.count("|") == 9]
     assert len(rows) == 1
@@ -419,6 +422,20 @@ def test_benchmark_writes_the_table_it_prints_with_the_command_that_made_it(phan
     assert f"`python benchmarks/bench_segmentation.py {' '.join(argv)}`" in text
     timing = next(line for line in text.splitlines() if line.startswith("| shipped | ") and line.count("|") == 3)
     assert 0.0 < float(timing.split("|")[2]) < 60.0
+
+
+def test_benchmark_crops_a_volume_and_its_labels_to_a_box_centred_on_the_cord():
+    bench = load_script("benchmarks/bench_segmentation.py")
+    labels = np.zeros((40, 50, 60), dtype=np.uint8)
+    labels[10:30, 20:24, 40:46] = CORD  # k 10-29, j 20-23, i 40-45: centre (i, j, k) = (42.5, 21.5, 19.5)
+    spacing = (0.5, 1.0, 2.0)
+    mri = Volume(np.random.default_rng(0).random(labels.shape).astype(np.float32), spacing, (0.0, 0.0, 0.0),
+                 np.eye(3), "T2_sag")
+    crop, crop_labels = bench.crop_around_cord(mri, Volume(labels, spacing, (0.0, 0.0, 0.0), np.eye(3)), (10, 8, 20))
+    # the box spans k 14.5-24.5, j 17.5-25.5, i 32.5-52.5: every voxel it touches is kept
+    assert crop.shape == crop_labels.shape == (12, 10, 22)
+    assert np.array_equal(crop.array, mri.array[14:26, 17:27, 32:54])  # voxels, not resampled
+    assert np.array_equal(crop_labels.array, labels[14:26, 17:27, 32:54])
 
 
 def test_benchmark_times_a_neck_it_can_segment(shipped_model):

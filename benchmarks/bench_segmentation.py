@@ -7,7 +7,9 @@ For every model given (a training checkpoint or a registry id, labelled ``name=s
   vertebral bodies (all levels pooled) against the phantom's label maps;
 - the real T1 scan with its manual cord mask (``../shared/data/real/sct_t1w``, never seen in training): cord Dice, HD95;
 - a 320 x 320 x 20 sagittal T2 of a synthetic neck (:func:`speed_volume`): seconds per volume (target under 5 s on
-  2 CPU cores).
+  2 CPU cores);
+- with ``--crop-mm LR AP SI``, the same synthetic volumes again, each cropped to that box around its cord
+  (:func:`crop_around_cord`): real cord scans are often acquired that small, the phantoms show the whole neck.
 
 and writes the table to ``docs/results/segmentation.md``. ``--validation-fold N`` scores the manifest's fold-N
 cases outside the test split instead (the validation fold of a run trained with ``data.fold: N``), to choose between
@@ -62,7 +64,19 @@ def score(pred, ref, spacing, values) -> tuple[float, float]:
     return dice_scores(p, r, [1])[1], hd95_scores(p, r, spacing, [1])[1]
 
 
-def synthetic_rows(name, network, config, manifest, max_cases: int = 0, fold: int | None = None) -> list[dict]:
+def crop_around_cord(mri, labels, size_mm):
+    """``mri`` and its ``labels`` cropped (no resampling) to an LPS box of ``size_mm`` (LR, AP, SI) centred on the cord,
+    the field of view of a cord-focused acquisition such as the shared real T1 (42 x 76 x 77 mm)."""
+    from cspineai.geometry import crop_to_box, index_to_world
+    from cspineai.series import CORD
+
+    centre = index_to_world(labels, np.argwhere(labels.array == CORD)[:, ::-1].mean(axis=0))
+    half = np.asarray(size_mm, dtype=float) / 2.0
+    return crop_to_box(mri, centre - half, centre + half), crop_to_box(labels, centre - half, centre + half)
+
+
+def synthetic_rows(name, network, config, manifest, max_cases: int = 0, fold: int | None = None,
+                   crop_mm: tuple[float, float, float] | None = None) -> list[dict]:
     from cspineai.io import read_volume
     from cspineai.manifest import read_manifest
     from cspineai.segmentation import segment_cord
@@ -72,12 +86,17 @@ def synthetic_rows(name, network, config, manifest, max_cases: int = 0, fold: in
     cases = [c for c in read_manifest(manifest)
              if (c.split == "test" if fold is None else c.split != "test" and c.fold == fold)]
     data = "synthetic" if fold is None else f"synthetic validation (fold {fold})"
+    if crop_mm:
+        data += ", cropped to " + " x ".join(f"{v:g}" for v in crop_mm) + " mm around the cord"
     for case in cases[:max_cases] if max_cases else cases:
         for series in MRI_SERIES:
             if series not in case.paths or f"{series}_labels" not in case.paths:
                 continue
             mri = read_volume(case.paths[series], modality=series)
-            ref = read_volume(case.paths[f"{series}_labels"], allow_constant=True).array
+            labels = read_volume(case.paths[f"{series}_labels"], allow_constant=True)
+            if crop_mm:
+                mri, labels = crop_around_cord(mri, labels, crop_mm)
+            ref = labels.array
             start = time.perf_counter()
             try:
                 pred = segment_cord(mri, network, config).array
@@ -169,6 +188,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-cases", type=int, default=0, help="first N test cases only (0: all)")
     parser.add_argument("--validation-fold", type=int, default=None,
                         help="score this fold's non-test cases instead of the test split (and skip the real scan)")
+    parser.add_argument("--crop-mm", type=float, nargs=3, metavar=("LR", "AP", "SI"),
+                        help="also score every synthetic volume cropped to this box (mm) around its cord, the field "
+                             "of view of cord-focused real scans (the shared T1: 42 76 77)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "segmentation.md"))
@@ -189,8 +211,10 @@ def main(argv=None) -> int:
         network, config = load(path or name)
         synthetic = (synthetic_rows(name, network, config, args.manifest, args.max_cases, args.validation_fold)
                      if args.manifest else [])
+        cropped = (synthetic_rows(name, network, config, args.manifest, args.max_cases, args.validation_fold,
+                                  args.crop_mm) if args.manifest and args.crop_mm else [])
         real = real_row(name, network, config) if args.validation_fold is None else None
-        for rows in (synthetic, [real] if real else []):
+        for rows in (synthetic, cropped, [real] if real else []):
             if not rows:
                 continue
             line = (f"| {name} | {rows[0]['data']} | {len(rows)} | {_mean(rows, 'cord_dice')} | "
@@ -198,9 +222,10 @@ def main(argv=None) -> int:
                     f"{_mean(rows, 'seconds')} |")
             print(line)
             lines.append(line)
-        if synthetic:
-            series_lines.append(series_line(name, synthetic))
-            print(series_lines[-1])
+        for rows in (synthetic, cropped):
+            if rows:
+                series_lines.append(series_line(name, rows))
+                print(series_lines[-1])
         seconds, found = speed(network, config, args.repeats, timed)
         note = "" if found else " (no cord found: timed up to that check)"
         speed_lines.append(f"| {name} | {seconds:.2f}{note} |")
