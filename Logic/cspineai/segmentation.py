@@ -55,7 +55,8 @@ class SegmentationConfig:
     Args:
         spacing_mm: in-plane spacing (SI and AP) of the working sagittal slices.
         max_slice_spacing_mm: largest LR spacing of the working grid (thicker inputs are resampled to it).
-        roi_size: sliding-window tile, in working voxels: ``(SI, AP)`` for 2-D models, ``(LR, SI, AP)`` for 3-D.
+        roi_size: sliding-window tile, in working voxels: ``(SI, AP)`` for 2-D models, ``(LR, SI, AP)`` for 3-D;
+            a trained model's is the tile it was trained on (``CordSegTask.segmentation_config``).
         overlap: sliding-window overlap fraction.
         sw_batch_size: tiles per network call.
         spatial_dims: 2 (slice-wise) or 3.
@@ -70,7 +71,7 @@ class SegmentationConfig:
 
     spacing_mm: float = 1.0
     max_slice_spacing_mm: float = 3.0
-    roi_size: tuple[int, ...] = (256, 256)
+    roi_size: tuple[int, ...] = (128, 128)
     overlap: float = 0.25
     sw_batch_size: int = 8
     spatial_dims: int = 2

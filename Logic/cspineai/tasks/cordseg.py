@@ -211,9 +211,13 @@ class CordSegTask(Task):
         from ..segmentation import SegmentationConfig
 
         options = config["task_options"]
+        # The sliding window tiles the network was trained on: with larger windows a small field of view (a scan
+        # cropped to the canal) sits in a sea of zero padding that training never showed. Validation fold 0 of
+        # cordseg.csv with cordseg-unet 1.3.0: windows of 256 (the former fixed size) cord Dice 0.767 on whole
+        # volumes and 0.609 cropped to 42 x 76 x 77 mm; 128 (its tile) 0.831 and 0.786 (docs/results/segmentation.md).
         return SegmentationConfig(
             spacing_mm=options["spacing_mm"], max_slice_spacing_mm=options["max_slice_spacing_mm"],
-            context_slices=options["context_slices"],
+            roi_size=(int(options["tile"]),) * 2, context_slices=options["context_slices"],
         )
 
     def build_model(self, config: dict):
