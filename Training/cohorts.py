@@ -51,23 +51,22 @@ class Part:
     not_in_fold: int | None = None  # deal the part's cases round-robin to the other folds (training only in that fold)
 
 
+# Each larger recipe is a smaller one plus parts, so the shared parts (and their folds) stay identical.
+_PAIN = (Part("pain250", 250, 2026, "coarse"), Part("pain750x", 750, 2027, "coarse", train_only=True))
+_PAIN2500 = _PAIN + (Part("pain1500y", 1500, 2028, "coarse", train_only=True),)
+_CORDSEG = (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 12, 202),
+            Part("cordseg_dr2", 64, 303, randomize=True))
+_REGISTRATION = (Part("regcohort", 80, 77, "coarse", pairs=True),
+                 Part("regcohort2", 120, 78, "coarse", train_only=True, pairs=True))
+
 RECIPES = {
-    "pain": (Part("pain250", 250, 2026, "coarse"), Part("pain750x", 750, 2027, "coarse", train_only=True)),
-    "pain2500": (Part("pain250", 250, 2026, "coarse"), Part("pain750x", 750, 2027, "coarse", train_only=True),
-                 Part("pain1500y", 1500, 2028, "coarse", train_only=True)),
-    "pain4500": (Part("pain250", 250, 2026, "coarse"), Part("pain750x", 750, 2027, "coarse", train_only=True),
-                 Part("pain1500y", 1500, 2028, "coarse", train_only=True),
-                 Part("pain2000z", 2000, 2029, "coarse", train_only=True)),
-    "cordseg": (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 12, 202),
-                Part("cordseg_dr2", 64, 303, randomize=True)),
-    "cordseg300": (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 12, 202),
-                   Part("cordseg_dr2", 64, 303, randomize=True),
-                   Part("cordseg_dr3", 200, 505, randomize=True, train_only=True, not_in_fold=0)),
-    "registration": (Part("regcohort", 80, 77, "coarse", pairs=True),
-                     Part("regcohort2", 120, 78, "coarse", train_only=True, pairs=True)),
-    "registration500": (Part("regcohort", 80, 77, "coarse", pairs=True),
-                        Part("regcohort2", 120, 78, "coarse", train_only=True, pairs=True),
-                        Part("regcohort3", 300, 79, "coarse", train_only=True, pairs=True)),
+    "pain": _PAIN,
+    "pain2500": _PAIN2500,
+    "pain4500": _PAIN2500 + (Part("pain2000z", 2000, 2029, "coarse", train_only=True),),
+    "cordseg": _CORDSEG,
+    "cordseg300": _CORDSEG + (Part("cordseg_dr3", 200, 505, randomize=True, train_only=True, not_in_fold=0),),
+    "registration": _REGISTRATION,
+    "registration500": _REGISTRATION + (Part("regcohort3", 300, 79, "coarse", train_only=True, pairs=True),),
 }
 
 

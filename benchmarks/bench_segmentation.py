@@ -80,7 +80,7 @@ def synthetic_rows(name, network, config, manifest, max_cases: int = 0, fold: in
     from cspineai.io import read_volume
     from cspineai.manifest import read_manifest
     from cspineai.segmentation import segment_cord
-    from cspineai.series import BODY_VALUES, CORD, CSF, MRI_SERIES
+    from cspineai.series import BODY_VALUES, CORD, CSF
 
     rows = []
     cases = [c for c in read_manifest(manifest)
