@@ -294,6 +294,35 @@ def test_cordseg_step_returns_a_loss_and_dice_counts(phantom_manifest, tmp_path)
     assert 0.0 <= figures["cord_dice"] <= 1.0
 
 
+def test_validation_segments_in_windows_of_the_training_tile_as_inference_does(phantom_manifest, tmp_path):
+    from monai.data import list_data_collate
+
+    from cspineai.manifest import read_manifest
+    from cspineai.segmentation import window_logits
+    from cspineai.training.tasks import get_task
+
+    task = get_task("cordseg")
+    config = _cordseg_config(phantom_manifest, tmp_path)
+    config["task_options"]["val_tile"] = 96  # larger than the 64 training tile, as 192 is to 128
+    items = task.data_items(read_manifest(phantom_manifest), config)
+    batch = list_data_collate(task.transforms(config, train=False)(items[0])[:6])
+    assert tuple(batch["image"].shape[2:]) == (96, 96)
+    model = task.build_model(config)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[2:])))
+    model.eval()
+    with torch.no_grad():
+        _, outputs = task.step(model, batch, config)
+        windows = window_logits(batch["image"].float(), model, task.segmentation_config(config))
+    assert set(seen) == {(64, 64)}  # only training-tile windows reach the network
+    predicted = torch.nn.functional.one_hot(windows.argmax(1), len(SEGMENTATION_CLASSES)).sum((1, 2))
+    assert torch.equal(outputs["predicted"], predicted)
+    seen.clear()
+    model.train()
+    task.step(model, batch, config)
+    assert set(seen) == {(96, 96)}  # training steps take the tiles whole
+
+
 def test_slice_context_tiles_carry_the_neighbouring_slices_and_the_middle_label(phantom_manifest, tmp_path):
     from cspineai.manifest import read_manifest
     from cspineai.training.tasks import get_task

@@ -156,6 +156,17 @@ def slice_context(image: np.ndarray, context: int) -> np.ndarray:
     return np.stack([padded[c : c + image.shape[0]] for c in range(2 * context + 1)], axis=1)
 
 
+def window_logits(tensor: Any, model: Any, config: SegmentationConfig) -> Any:
+    """Logits of ``model`` over ``tensor`` ``(N, C, *spatial)``: MONAI's Gaussian-weighted sliding windows of
+    ``config.roi_size``, as inference runs the model; the training's validation runs it the same way
+    (:class:`cspineai.tasks.cordseg.CordSegTask`), so the figure that picks a checkpoint is the one of its use."""
+    from monai.inferers import sliding_window_inference
+
+    return sliding_window_inference(
+        tensor, config.roi_size, config.sw_batch_size, model, overlap=config.overlap, mode="gaussian"
+    )
+
+
 def predict_probabilities(image: np.ndarray, model: Any, config: SegmentationConfig, device: str = "cpu") -> np.ndarray:
     """Class probabilities ``(C, K, J, I)`` of a normalised working-grid image ``(K, J, I)``.
 
@@ -164,7 +175,6 @@ def predict_probabilities(image: np.ndarray, model: Any, config: SegmentationCon
     inference with Gaussian weighting; softmax over the ``len(config.classes)`` output channels.
     """
     import torch
-    from monai.inferers import sliding_window_inference
 
     model.eval()
     if config.spatial_dims == 2:
@@ -172,9 +182,7 @@ def predict_probabilities(image: np.ndarray, model: Any, config: SegmentationCon
     else:
         tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
     with torch.inference_mode():
-        logits = sliding_window_inference(
-            tensor, config.roi_size, config.sw_batch_size, model, overlap=config.overlap, mode="gaussian"
-        )
+        logits = window_logits(tensor, model, config)
     if logits.shape[1] != len(config.classes):
         raise CSpineModelError(
             f"the segmentation model gives {logits.shape[1]} classes but its configuration names {len(config.classes)}"
@@ -389,5 +397,6 @@ __all__ = [
     "require_mri",
     "segment_cord",
     "slice_context",
+    "window_logits",
     "working_grid",
 ]

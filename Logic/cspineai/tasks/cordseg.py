@@ -19,7 +19,9 @@ steps per epoch lower ``batch_size``, not ``samples_per_volume``.
 With ``context_slices`` c > 0 every tile carries the c working slices on either side of its own as extra channels
 (zeros beyond the volume), as :func:`cspineai.segmentation.slice_context` feeds them in use; the label is the middle
 slice's.
-Validation: every working slice, one ``val_tile`` tile each at the cord's in-plane position (deterministic).
+Validation: every working slice, one ``val_tile`` tile each at the cord's in-plane position (deterministic),
+segmented as inference segments (:func:`cspineai.segmentation.window_logits`: Gaussian-weighted sliding windows of
+``tile``), so the Dice that picks the best checkpoint is that of the model's use.
 Loss: MONAI ``DiceCELoss``. Figures: Dice of cord, CSF and vertebral bodies (pooled over the validation tiles);
 ``cord_dice`` drives early stopping.
 """
@@ -309,8 +311,12 @@ class CordSegTask(Task):
         return self._dice_ce
 
     def step(self, model, batch: dict, config: dict):
+        from ..segmentation import window_logits
+
         image, label = batch["image"].float(), batch["label"].long()
-        logits = model(image)
+        # Validation (eval mode) runs the network as segment_cord does, in windows of the training tile over the
+        # larger validation tile; one pass over the whole tile scored a use the model never has.
+        logits = model(image) if model.training else window_logits(image, model, self.segmentation_config(config))
         loss = self._loss()(logits.float(), label)
         with torch.no_grad():
             n_classes = logits.shape[1]
