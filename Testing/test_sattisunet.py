@@ -11,6 +11,7 @@ from cspineai.nn.sattisunet import (
     PatchExpand,
     SAttisUNet,
     build_segmentation_network,
+    init_output_prior,
 )
 
 SMALL = {"embed_dim": 8, "depths": (1, 1, 1), "num_heads": (1, 2, 4), "window_size": 4, "skip_width": 16, "skip_heads":
@@ -134,6 +135,29 @@ def test_every_network_of_the_factory_takes_the_same_tiles(name):
     options = SMALL if name == "sattisunet" else {}
     net = build_segmentation_network(name, in_channels=1, out_channels=4, spatial_dims=2, **options)
     assert net(torch.randn(1, 1, 40, 36)).shape == (1, 4, 40, 36)
+
+
+@pytest.mark.parametrize("name", ["sattisunet", "unet", "swinunetr"])
+def test_prior_initialisation_starts_every_network_near_the_class_frequencies(name):
+    if name == "swinunetr":
+        pytest.importorskip("einops", reason="MONAI's SwinUNETR needs einops")
+    options = SMALL if name == "sattisunet" else {}
+    net = build_segmentation_network(name, in_channels=1, out_channels=3, spatial_dims=2, **options).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        uniform = net(x).softmax(1).mean((0, 2, 3))
+        init_output_prior(net, [0.9, 0.06, 0.04])
+        prior = net(x).softmax(1).mean((0, 2, 3))
+    assert uniform[0] < 0.6  # a default start spreads the classes ...
+    assert prior[0] > 0.8 and prior[1] < 0.1 and prior[2] < 0.1  # ... the prior start predicts mostly background
+
+
+def test_prior_initialisation_refuses_a_prior_that_does_not_fit_the_output():
+    net = build_segmentation_network("unet", in_channels=1, out_channels=3, spatial_dims=2)
+    with pytest.raises(ValueError, match="no biased output convolution with 4 channels"):
+        init_output_prior(net, [0.7, 0.1, 0.1, 0.1])
+    with pytest.raises(ValueError, match="positive frequencies"):
+        init_output_prior(net, [1.0, 0.0, 0.0])
 
 
 def test_factory_names_the_choices_for_an_unknown_network():

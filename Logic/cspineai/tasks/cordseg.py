@@ -204,6 +204,9 @@ class CordSegTask(Task):
         "small_fov_prob": 0.25,
         "column_samples": 4,
         "context_slices": 0,
+        # Class frequencies of the training tiles (the class_ratios sampling over cordseg.csv, 60 volumes of folds
+        # 1-4, context 2): a network trained from scratch starts predicting them (init_output_prior); [] starts uniform.
+        "class_prior": [0.92, 0.018, 0.023, 0.004, 0.005, 0.006, 0.007, 0.007, 0.006, 0.004],
     }
     weight_options = ("context_slices",)  # the network's input channels
     monitor, monitor_mode = "cord_dice", "max"
@@ -223,12 +226,15 @@ class CordSegTask(Task):
         )
 
     def build_model(self, config: dict):
-        from ..nn.sattisunet import build_segmentation_network
+        from ..nn.sattisunet import build_segmentation_network, init_output_prior
 
-        in_channels = 1 + 2 * config["task_options"]["context_slices"]
-        return build_segmentation_network(
-            config["model"]["network"], in_channels, len(SEGMENTATION_CLASSES), 2, **config["model"]["options"]
+        options = config["task_options"]
+        network = build_segmentation_network(
+            config["model"]["network"], 1 + 2 * options["context_slices"], len(SEGMENTATION_CLASSES), 2,
+            **config["model"]["options"]
         )
+        # Only a start from scratch keeps this bias: init_from, resuming and loading a trained model replace it.
+        return init_output_prior(network, options["class_prior"]) if options["class_prior"] else network
 
     def starting_weights(self, model, weights: dict, config: dict) -> dict:
         """A slice-wise starting model (one input channel) widened to this run's slice context: each input layer's
