@@ -427,6 +427,27 @@ def test_shipped_model_reaches_the_issue_target_on_a_generated_case(shipped_cord
     assert shipped_cord_dice >= 0.85
 
 
+def test_fit_batch_benchmark_fits_one_cordseg_batch_and_prints_its_progress(phantom_manifest, tmp_path, capsys):
+    import yaml
+
+    config = {
+        "task": "cordseg", "manifest": str(phantom_manifest), "output_dir": str(tmp_path / "run"),
+        "data": {"fold": -1}, "optim": {"lr": 3e-3},
+        "model": {"network": "unet", "options": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}},
+        "task_options": {"tile": 64, "samples_per_volume": 2, "column_samples": 2, "augment": False},
+    }
+    path = tmp_path / "cordseg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    bench = load_script("benchmarks/fit_batch.py")
+    argv = ["--config", str(path), "--volumes", "1", "--steps", "30", "--every", "10", "--threads", "1"]
+    assert bench.main(argv) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
+    assert [int(line[1]) for line in lines] == [0, 10, 20, 30]
+    assert lines[0][4:6] == ["cord_dice", lines[0][5]] and lines[0][6] == "csf_dice"
+    losses = [float(line[3]) for line in lines]
+    assert losses[-1] < 0.8 * losses[0]  # one fixed batch: the loss must fall
+
+
 # --- the benchmark ---------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_benchmark_writes_the_table_it_prints_with_the_command_that_made_it(phantom_manifest, shipped_model,
