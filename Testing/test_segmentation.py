@@ -427,6 +427,18 @@ def test_shipped_model_reaches_the_issue_target_on_a_generated_case(shipped_cord
     assert shipped_cord_dice >= 0.85
 
 
+def test_cordseg_networks_from_scratch_start_at_the_class_prior(phantom_manifest, tmp_path):
+    from cspineai.training.tasks import get_task
+
+    task = get_task("cordseg")
+    config = _cordseg_config(phantom_manifest, tmp_path)
+    prior = torch.tensor(config["task_options"]["class_prior"])
+    assert torch.allclose(task.build_model(config).head[1].bias, (prior / prior.sum()).log())
+    config["task_options"]["class_prior"] = [0.5, 0.5]
+    with pytest.raises(CSpineInputError, match="class_prior: needs 10 frequencies"):
+        task.build_model(config)
+
+
 def test_fit_batch_benchmark_fits_one_cordseg_batch_and_prints_its_progress(phantom_manifest, tmp_path, capsys):
     import yaml
 

@@ -229,12 +229,18 @@ class CordSegTask(Task):
         from ..nn.sattisunet import build_segmentation_network, init_output_prior
 
         options = config["task_options"]
+        prior = options["class_prior"]
+        if prior and len(prior) != len(SEGMENTATION_CLASSES):
+            from ..errors import CSpineInputError
+
+            raise CSpineInputError("task_options.class_prior", f"needs {len(SEGMENTATION_CLASSES)} frequencies, one "
+                                   f"per class (background, cord, CSF, C2..T1), not {len(prior)}")
         network = build_segmentation_network(
             config["model"]["network"], 1 + 2 * options["context_slices"], len(SEGMENTATION_CLASSES), 2,
             **config["model"]["options"]
         )
         # Only a start from scratch keeps this bias: init_from, resuming and loading a trained model replace it.
-        return init_output_prior(network, options["class_prior"]) if options["class_prior"] else network
+        return init_output_prior(network, prior) if prior else network
 
     def starting_weights(self, model, weights: dict, config: dict) -> dict:
         """A slice-wise starting model (one input channel) widened to this run's slice context: each input layer's
