@@ -76,39 +76,43 @@ def crop_around_cord(mri, labels, size_mm):
 
 
 def synthetic_rows(name, network, config, manifest, max_cases: int = 0, fold: int | None = None,
-                   crop_mm: tuple[float, float, float] | None = None) -> list[dict]:
+                   crop_mm: tuple[float, float, float] | None = None) -> tuple[list[dict], list[dict]]:
+    """Rows of the whole synthetic volumes and (with ``crop_mm``) of the same volumes cropped around the cord, each
+    volume read once."""
     from cspineai.io import read_volume
     from cspineai.manifest import read_manifest
     from cspineai.segmentation import segment_cord
     from cspineai.series import BODY_VALUES, CORD, CSF
 
-    rows = []
+    def scored(mri, labels, data: str, case_name: str) -> dict:
+        ref = labels.array
+        start = time.perf_counter()
+        try:
+            pred = segment_cord(mri, network, config).array
+        except Exception as error:  # a failed case counts as Dice 0, and is reported
+            print(f"  {name} {case_name}: {error}")
+            pred = np.zeros_like(ref)
+        row = {"model": name, "data": data, "case": case_name, "seconds": time.perf_counter() - start}
+        for label, values in (("cord", [CORD]), ("csf", [CSF]), ("bodies", list(BODY_VALUES.values()))):
+            row[f"{label}_dice"], row[f"{label}_hd95"] = score(pred, ref, mri.spacing, values)
+        return row
+
+    whole, cropped = [], []
     cases = [c for c in read_manifest(manifest)
              if (c.split == "test" if fold is None else c.split != "test" and c.fold == fold)]
     data = "synthetic" if fold is None else f"synthetic validation (fold {fold})"
-    if crop_mm:
-        data += ", cropped to " + " x ".join(f"{v:g}" for v in crop_mm) + " mm around the cord"
+    data_cropped = f"{data}, cropped to {' x '.join(f'{v:g}' for v in crop_mm)} mm around the cord" if crop_mm else ""
     for case in cases[:max_cases] if max_cases else cases:
         for series in MRI_SERIES:
             if series not in case.paths or f"{series}_labels" not in case.paths:
                 continue
             mri = read_volume(case.paths[series], modality=series)
             labels = read_volume(case.paths[f"{series}_labels"], allow_constant=True)
+            case_name = f"{case.case_id}/{series}"
+            whole.append(scored(mri, labels, data, case_name))
             if crop_mm:
-                mri, labels = crop_around_cord(mri, labels, crop_mm)
-            ref = labels.array
-            start = time.perf_counter()
-            try:
-                pred = segment_cord(mri, network, config).array
-            except Exception as error:  # a failed case counts as Dice 0, and is reported
-                print(f"  {name} {case.case_id} {series}: {error}")
-                pred = np.zeros_like(ref)
-            seconds = time.perf_counter() - start
-            row = {"model": name, "data": data, "case": f"{case.case_id}/{series}", "seconds": seconds}
-            for label, values in (("cord", [CORD]), ("csf", [CSF]), ("bodies", list(BODY_VALUES.values()))):
-                row[f"{label}_dice"], row[f"{label}_hd95"] = score(pred, ref, mri.spacing, values)
-            rows.append(row)
-    return rows
+                cropped.append(scored(*crop_around_cord(mri, labels, crop_mm), data_cropped, case_name))
+    return whole, cropped
 
 
 def real_row(name, network, config) -> dict | None:
@@ -209,10 +213,8 @@ def main(argv=None) -> int:
     for spec in args.model:
         name, _, path = spec.partition("=")
         network, config = load(path or name)
-        synthetic = (synthetic_rows(name, network, config, args.manifest, args.max_cases, args.validation_fold)
-                     if args.manifest else [])
-        cropped = (synthetic_rows(name, network, config, args.manifest, args.max_cases, args.validation_fold,
-                                  args.crop_mm) if args.manifest and args.crop_mm else [])
+        synthetic, cropped = (synthetic_rows(name, network, config, args.manifest, args.max_cases,
+                                             args.validation_fold, args.crop_mm) if args.manifest else ([], []))
         real = real_row(name, network, config) if args.validation_fold is None else None
         for rows in (synthetic, cropped, [real] if real else []):
             if not rows:
