@@ -113,6 +113,8 @@ def test_report_json_has_prediction_threshold_models_and_timings_and_no_identifi
     assert "ranking score" in prediction["calibration"]
     assert set(report["models"]) == {"registration", "classifier", "segmentation"}
     assert report["models"]["classifier"] == {"id": "test-classifier", "version": "", "sha256": ""}
+    segmentation_config = result.models["segmentation"].options["config"]
+    assert report["models"]["segmentation"]["intensity_weight"] == segmentation_config.intensity_weight
     assert set(report["timings_s"]) >= set(STEPS)
     assert report["software"]["cspineai"]
     assert 20 < report["morphometry"]["csa_mean_mm2"] < 150

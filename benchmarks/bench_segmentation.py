@@ -24,6 +24,7 @@ Timings depend on the machine's load (printed with the results).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import statistics
@@ -195,6 +196,9 @@ def main(argv=None) -> int:
     parser.add_argument("--crop-mm", type=float, nargs=3, metavar=("LR", "AP", "SI"),
                         help="also score every synthetic volume cropped to this box (mm) around its cord, the field "
                              "of view of cord-focused real scans (the shared T1: 42 76 77)")
+    parser.add_argument("--intensity-weight", type=float, default=None,
+                        help="cord-versus-CSF intensity refinement weight for every model (0: off; default: each "
+                             "model's own, SegmentationConfig.intensity_weight)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "segmentation.md"))
@@ -213,6 +217,8 @@ def main(argv=None) -> int:
     for spec in args.model:
         name, _, path = spec.partition("=")
         network, config = load(path or name)
+        if args.intensity_weight is not None:
+            config = dataclasses.replace(config, intensity_weight=args.intensity_weight)
         synthetic, cropped = (synthetic_rows(name, network, config, args.manifest, args.max_cases,
                                              args.validation_fold, args.crop_mm) if args.manifest else ([], []))
         real = real_row(name, network, config) if args.validation_fold is None else None

@@ -100,10 +100,13 @@ class PipelineModel:
     options: dict = dataclasses.field(default_factory=dict)
 
     def describe(self) -> dict:
-        """The report's record: id, version, SHA-256 and, for the registration, the method."""
+        """The report's record: id, version, SHA-256; for the registration the method, for the segmentation the
+        weight of its cord/CSF intensity refinement (post-processing that changes the result of the same weights)."""
         record = {"id": self.id, "version": self.version, "sha256": self.sha256}
         if "method" in self.options:
             record["method"] = self.options["method"]
+        if hasattr(self.options.get("config"), "intensity_weight"):
+            record["intensity_weight"] = self.options["config"].intensity_weight
         return record
 
 
