@@ -19,7 +19,8 @@ bodies C2..T1). The steps:
    boundaries keep sub-voxel accuracy.
 5. **Cord or CSF, by the image as well** (:func:`refine_cord_csf`): inside the canal the network's cord-versus-CSF
    probability is combined with how well each voxel's intensity fits the cord's and the CSF's intensity in this very
-   scan (a Gaussian per class, fitted on the voxels the network is sure of).
+   scan (a Gaussian per class centred on the voxels the network is sure of, one shared width), without cutting the
+   cord or leaving CSF inside it.
 6. **Clean-up**: the canal (cord + CSF) and then the cord are reduced to their largest connected component; a cord
    smaller than ``min_cord_volume_mm3`` means no neck in view: an error, never an empty segmentation.
 7. **Vertebral levels**: see :func:`assign_vertebral_levels`.
