@@ -538,20 +538,21 @@ def test_benchmark_writes_the_table_it_prints_with_the_command_that_made_it(phan
     manifest = write_manifest(cases, tmp_path / "test_split.csv")
     out = tmp_path / "segmentation.md"
     argv = ["--model", "shipped=cordseg-unet", "--manifest", str(manifest), "--threads", "1", "--repeats", "1",
-            "--crop-mm", "60", "80", "80", "--out", str(out)]
+            "--crop-mm", "60", "80", "80", "--csa", "--out", str(out)]
     bench = load_script("benchmarks/bench_segmentation.py")
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
     cropped = [line for line in printed.splitlines()
                if line.startswith("| shipped | synthetic, cropped to 60 x 80 x 80 mm around the cord |")]
-    assert len(cropped) == 2 and cropped[0].split("|")[3].strip() == "2"  # its row and its series row
+    assert len(cropped) == 3 and cropped[0].split("|")[3].strip() == "2"  # its row, its series row, its CSA row
     tables = [line for line in printed.splitlines() if line.startswith("| shipped | synthetic |")]
     rows = [line for line in tables if line.count("|") == 9]
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[2] == "2"  # T1_sag and T2_tra of the one test case
     assert 0.0 < float(cells[3]) <= 1.0  # cord Dice of a trained model on a phantom
-    by_series = [line for line in tables if line.count("|") == 6]
+    six_columns = [line for line in tables if line.count("|") == 6]  # the series row and the CSA row
+    by_series = [line for line in six_columns if not line.split("|")[3].strip().isdigit()]
     assert len(by_series) == 1
     t1, t2, tra = (c.strip() for c in by_series[0].strip("|").split("|")[2:])
     assert t2 == "n/a" and float(t1) > 0.0 and float(tra) > 0.0
@@ -561,6 +562,20 @@ def test_benchmark_writes_the_table_it_prints_with_the_command_that_made_it(phan
     assert f"`python benchmarks/bench_segmentation.py {' '.join(argv)}`" in text
     timing = next(line for line in text.splitlines() if line.startswith("| shipped | ") and line.count("|") == 3)
     assert 0.0 < float(timing.split("|")[2]) < 60.0
+    csa = [line for line in six_columns if line not in by_series]
+    assert len(csa) == 1 and csa[0] in text  # the whole volumes' CSA error
+    volumes, bias, absolute = (float(c) for c in csa[0].strip("|").split("|")[2:])
+    assert volumes == 2 and abs(bias) <= absolute < 50.0
+
+
+def test_benchmark_csa_error_is_zero_for_the_reference_and_grows_with_a_wider_cord():
+    bench = load_script("benchmarks/bench_segmentation.py")
+    k, j, i = np.meshgrid(np.arange(20), np.arange(30) - 14.5, np.arange(30) - 14.5, indexing="ij")
+    reference = Volume(((j / 4.0) ** 2 + (i / 6.0) ** 2 <= 1.0).astype(np.uint8), (1.0, 1.0, 1.0))
+    wider = reference.with_array(((j / 4.0) ** 2 + (i / 7.5) ** 2 <= 1.0).astype(np.uint8))
+    assert bench.csa_error_pct(reference, reference) == pytest.approx(0.0, abs=1e-9)
+    expected = 100.0 * (wider.array.sum() / reference.array.sum() - 1.0)  # a straight cord: area = voxel count
+    assert expected > 15.0 and bench.csa_error_pct(wider, reference) == pytest.approx(expected, abs=0.5)
 
 
 def test_benchmark_crops_a_volume_and_its_labels_to_a_box_centred_on_the_cord():

@@ -11,6 +11,10 @@ For every model given (a training checkpoint or a registry id, labelled ``name=s
 - with ``--crop-mm LR AP SI``, the same synthetic volumes again, each cropped to that box around its cord
   (:func:`crop_around_cord`): real cord scans are often acquired that small, the phantoms show the whole neck.
 
+- with ``--csa``, the error of the mean angle-corrected cord CSA (:func:`cspineai.morphometry.measure_cord`) of each
+  segmentation against that of the reference mask, in percent (signed: the bias; and absolute), the figure the
+  morphometry table inherits;
+
 and writes the table to ``docs/results/segmentation.md``. ``--validation-fold N`` scores the manifest's fold-N
 cases outside the test split instead (the validation fold of a run trained with ``data.fold: N``), to choose between
 models without touching the held-out cases or the real scan (skipped then); write that table elsewhere with ``--out``.
@@ -65,6 +69,19 @@ def score(pred, ref, spacing, values) -> tuple[float, float]:
     return dice_scores(p, r, [1])[1], hd95_scores(p, r, spacing, [1])[1]
 
 
+def csa_error_pct(pred, ref) -> float:
+    """Error (%) of the mean cord CSA of label map ``pred`` against that of ``ref`` (cord = 1; Volumes on one grid)."""
+    import logging
+
+    from cspineai.morphometry import measure_cord
+
+    # measure_cord warns for every slice whose cord is in two parts; the error figure is what counts here
+    logging.getLogger("cspineai.morphometry").setLevel(logging.ERROR)
+    truth = measure_cord(ref.with_array((ref.array == 1).astype(np.uint8))).summary["csa_mean_mm2"]
+    estimate = measure_cord(pred.with_array((pred.array == 1).astype(np.uint8))).summary["csa_mean_mm2"]
+    return 100.0 * (estimate - truth) / truth
+
+
 def crop_around_cord(mri, labels, size_mm):
     """``mri`` and its ``labels`` cropped (no resampling) to an LPS box of ``size_mm`` (LR, AP, SI) centred on the cord,
     the field of view of a cord-focused acquisition such as the shared real T1 (42 x 76 x 77 mm)."""
@@ -77,9 +94,10 @@ def crop_around_cord(mri, labels, size_mm):
 
 
 def synthetic_rows(name, network, config, manifest, max_cases: int = 0, fold: int | None = None,
-                   crop_mm: tuple[float, float, float] | None = None) -> tuple[list[dict], list[dict]]:
+                   crop_mm: tuple[float, float, float] | None = None,
+                   csa: bool = False) -> tuple[list[dict], list[dict]]:
     """Rows of the whole synthetic volumes and (with ``crop_mm``) of the same volumes cropped around the cord, each
-    volume read once."""
+    volume read once; with ``csa`` each row has ``csa_error_pct`` (:func:`csa_error_pct`)."""
     from cspineai.io import read_volume
     from cspineai.manifest import read_manifest
     from cspineai.segmentation import segment_cord
@@ -89,13 +107,16 @@ def synthetic_rows(name, network, config, manifest, max_cases: int = 0, fold: in
         ref = labels.array
         start = time.perf_counter()
         try:
-            pred = segment_cord(mri, network, config).array
-        except Exception as error:  # a failed case counts as Dice 0, and is reported
+            segmentation = segment_cord(mri, network, config)
+            pred = segmentation.array
+        except Exception as error:  # a failed case counts as Dice 0 (and has no CSA error), and is reported
             print(f"  {name} {case_name}: {error}")
-            pred = np.zeros_like(ref)
+            segmentation, pred = None, np.zeros_like(ref)
         row = {"model": name, "data": data, "case": case_name, "seconds": time.perf_counter() - start}
         for label, values in (("cord", [CORD]), ("csf", [CSF]), ("bodies", list(BODY_VALUES.values()))):
             row[f"{label}_dice"], row[f"{label}_hd95"] = score(pred, ref, mri.spacing, values)
+        if csa and segmentation is not None:
+            row["csa_error_pct"] = csa_error_pct(segmentation, labels)
         return row
 
     whole, cropped = [], []
@@ -116,7 +137,7 @@ def synthetic_rows(name, network, config, manifest, max_cases: int = 0, fold: in
     return whole, cropped
 
 
-def real_row(name, network, config) -> dict | None:
+def real_row(name, network, config, csa: bool = False) -> dict | None:
     from cspineai.io import read_volume
     from cspineai.segmentation import segment_cord
     from cspineai.series import CORD
@@ -127,14 +148,18 @@ def real_row(name, network, config) -> dict | None:
     manual = read_volume(REAL / "t1w_seg-manual.nii.gz", allow_constant=True).array
     start = time.perf_counter()
     try:
-        pred = segment_cord(mri, network, config).array
+        segmentation = segment_cord(mri, network, config)
+        pred = segmentation.array
     except Exception as error:
         print(f"  {name} real scan: {error}")
-        pred = np.zeros_like(manual)
+        segmentation, pred = None, np.zeros_like(manual)
     seconds = time.perf_counter() - start
     dice, hd95 = score(pred, manual, mri.spacing, [CORD])
-    return {"model": name, "data": "real T1 (SCT testing data)", "case": "t1w", "seconds": seconds,
-            "cord_dice": dice, "cord_hd95": hd95}
+    row = {"model": name, "data": "real T1 (SCT testing data)", "case": "t1w", "seconds": seconds,
+           "cord_dice": dice, "cord_hd95": hd95}
+    if csa and segmentation is not None:
+        row["csa_error_pct"] = csa_error_pct(segmentation, mri.with_array((manual > 0).astype(np.uint8)))
+    return row
 
 
 def speed_volume():
@@ -199,6 +224,8 @@ def main(argv=None) -> int:
     parser.add_argument("--intensity-weight", type=float, default=None,
                         help="cord-versus-CSF intensity refinement weight for every model (0: off; default: each "
                              "model's own, SegmentationConfig.intensity_weight)")
+    parser.add_argument("--csa", action="store_true",
+                        help="also the error of each segmentation's mean cord CSA against the reference's (slower)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "segmentation.md"))
@@ -211,7 +238,7 @@ def main(argv=None) -> int:
     print(machine_summary())
     lines = ["| model | data | volumes | cord Dice | cord HD95 (mm) | CSF Dice | bodies Dice | s / volume |",
              "|---|---|---|---|---|---|---|---|"]
-    series_lines = []
+    series_lines, csa_lines = [], []
     speed_lines = []
     timed = speed_volume()
     for spec in args.model:
@@ -220,8 +247,9 @@ def main(argv=None) -> int:
         if args.intensity_weight is not None:
             config = dataclasses.replace(config, intensity_weight=args.intensity_weight)
         synthetic, cropped = (synthetic_rows(name, network, config, args.manifest, args.max_cases,
-                                             args.validation_fold, args.crop_mm) if args.manifest else ([], []))
-        real = real_row(name, network, config) if args.validation_fold is None else None
+                                             args.validation_fold, args.crop_mm, args.csa)
+                               if args.manifest else ([], []))
+        real = real_row(name, network, config, args.csa) if args.validation_fold is None else None
         for rows in (synthetic, cropped, [real] if real else []):
             if not rows:
                 continue
@@ -234,6 +262,12 @@ def main(argv=None) -> int:
             if rows:
                 series_lines.append(series_line(name, rows))
                 print(series_lines[-1])
+        for rows in (synthetic, cropped, [real] if real else []) if args.csa else ():
+            errors = np.array([r["csa_error_pct"] for r in rows if "csa_error_pct" in r])
+            if rows and errors.size:
+                csa_lines.append(f"| {name} | {rows[0]['data']} | {errors.size} | {errors.mean():+.1f} | "
+                                 f"{np.abs(errors).mean():.1f} |")
+                print(csa_lines[-1])
         seconds, found = speed(network, config, args.repeats, timed)
         note = "" if found else " (no cord found: timed up to that check)"
         speed_lines.append(f"| {name} | {seconds:.2f}{note} |")
@@ -256,6 +290,12 @@ def main(argv=None) -> int:
         "",
         *lines, "",
         *series_table,
+        *([
+            "Mean angle-corrected cord CSA of each segmentation against that of the reference mask (`--csa`; what the",
+            "morphometry table inherits; volumes whose segmentation failed are left out):", "",
+            "| model | data | volumes | CSA error, mean (%) | CSA error, mean absolute (%) |", "|---|---|---|---|---|",
+            *csa_lines, "",
+        ] if csa_lines else []),
         "| model | seconds for a 320 x 320 x 20 sagittal MRI |", "|---|---|", *speed_lines, "",
     ])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
