@@ -319,9 +319,9 @@ class DifferenceConv(nn.Module):
             # one call for conv(T, w) and conv(T, Q): output channels interleaved group by group, (g, 2, out / g)
             both = torch.stack([w.unflatten(0, (g, -1)), self.difference_kernel().unflatten(0, (g, -1))], dim=1)
             out = conv(x, both.flatten(0, 2), None, self.stride, self.padding, groups=g)
-            out = out.unflatten(1, (g, 2, -1))
-            plain, difference = out[:, :, 0].flatten(1, 2), out[:, :, 1].flatten(1, 2)
-            y = plain - self.theta_map(x, plain.shape[2:]) * difference
+            # unbind (backward: one stack) rather than indexing (backward: a zero-filled copy per index)
+            plain, difference = (part.flatten(1, 2) for part in out.unflatten(1, (g, 2, -1)).unbind(2))
+            y = torch.addcmul(plain, self.theta_map(x, plain.shape[2:]), difference, value=-1.0)
         if self.conv.bias is not None:
             y = y + self.conv.bias.view(1, -1, *([1] * self.spatial_dims))
         return y
