@@ -220,8 +220,9 @@ def test_refinement_leaves_the_network_alone_where_cord_and_csf_look_alike_or_it
 
 def test_refinement_neither_cuts_nor_holes_the_cord_at_a_lesion_of_csf_like_signal():
     image, probabilities, cord, _ = _canal_case()
+    beside = ~cord & (probabilities[1] > 0.5)
     probabilities[1][cord], probabilities[2][cord] = 0.95, 0.01  # here the network is right
-    probabilities[1][~cord & (probabilities[1] > 0.5)], probabilities[2][~cord & (probabilities[1] > 0.5)] = 0.01, 0.95
+    probabilities[1][beside], probabilities[2][beside] = 0.01, 0.95
     image[12:16][cord[12:16]] = 0.4  # a lesion across the whole cord for 4 mm
     core = np.zeros_like(cord)
     core[20:23, 18:22, 18:22] = True
