@@ -34,7 +34,10 @@ Q = w ⊙ (1 - M_S) + δ_centre · Σ_S w (the taps outside the pyramid plus the
 
 and both convolutions run as one call with 2·out channels. A split by slice planes (9 + 18 + 3 taps instead of 54) was
 measured slower on CPU (PyTorch's backward of small and stacked kernels), so the single wide call was kept;
-``benchmarks/bench_abpdc.py`` prints the ratio to a plain convolution.
+``benchmarks/bench_abpdc.py`` prints the ratio to a plain convolution. That call is the floor of this design: at
+(4, 16, 8, 64, 64) a plain convolution's forward+backward took 35 ms, the wide call with the combination alone 70 ms,
+θ's head 10 ms more (/tmp measurement, two threads). Issue 5's 1.3x needs a kernel that runs the taps outside the
+pyramid once, weighted per voxel, which PyTorch does not offer.
 """
 
 from __future__ import annotations
@@ -181,7 +184,9 @@ class AdaptiveTheta(nn.Module):
             g = F.pad(g, [p for p in reversed(tuple(pad)) for _ in range(2)])
         if centres is not None:
             g = g[(slice(None), slice(None), *centres)]
-        return 1.0 - torch.sigmoid(self.proj(g))
+        # The 1x1x1 convolution of one channel is a scalar affine map; as a convolution its forward and backward cost
+        # as much as the layer's own on PyTorch's CPU backend (13 ms at (4, 1, 8, 64, 64)), as addcmul next to nothing.
+        return 1.0 - torch.sigmoid(torch.addcmul(self.proj.bias.view(()), g, self.proj.weight.view(())))
 
 
 class DifferenceConv(nn.Module):
