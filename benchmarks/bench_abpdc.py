@@ -38,23 +38,26 @@ def bench_layers(repeats: int) -> None:
 
     # (batch, channels in, channels out, D, H, W): level-1/2/3 units of the sagittal branch at training batch 4
     shapes = [(4, 16, 16, 8, 64, 64), (4, 32, 32, 4, 32, 32), (4, 64, 64, 2, 16, 16)]
-    print("\nforward+backward, time relative to a plain Conv3d of the same shape (3x3x3, stride 1)")
-    print(f"{'input (B, C, D, H, W)':<26}{'conv ms':>9}" + "".join(f"{v:>8}" for v in VARIANTS if v != "conv"))
+    print("\nforward+backward, time relative to a plain Conv3d of the same shape (3x3x3, stride 1); 'wide': a plain"
+          "\nConv3d with twice the output channels, the one call abpdc makes (its floor, see cspineai.nn.abpdc)")
+    print(f"{'input (B, C, D, H, W)':<26}{'conv ms':>9}" + "".join(f"{v:>8}" for v in VARIANTS if v != "conv")
+          + f"{'wide':>8}")
     for b, cin, cout, d, h, w in shapes:
         x = torch.randn(b, cin, d, h, w, requires_grad=True)
         torch.manual_seed(0)
         timings = {}
-        for variant in VARIANTS:
-            layer = DifferenceConv(3, cin, cout, 3, variant=variant)
+        layers = {v: DifferenceConv(3, cin, cout, 3, variant=v) for v in VARIANTS}
+        layers["wide"] = torch.nn.Conv3d(cin, 2 * cout, 3, padding=1, bias=False)
+        for name, layer in layers.items():
 
             def step(layer=layer, x=x):
                 x.grad = None
                 layer.zero_grad(set_to_none=True)
                 layer(x).square().mean().backward()
 
-            timings[variant] = median_time(step, repeats)
+            timings[name] = median_time(step, repeats)
         base = timings["conv"]
-        ratios = "".join(f"{timings[v] / base:>7.2f}x" for v in VARIANTS if v != "conv")
+        ratios = "".join(f"{timings[v] / base:>7.2f}x" for v in [*VARIANTS, "wide"] if v != "conv")
         print(f"{str((b, cin, d, h, w)):<26}{base * 1e3:>9.1f}{ratios}")
 
 
