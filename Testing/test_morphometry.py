@@ -112,6 +112,22 @@ def test_csa_of_a_diagonally_tilted_cylinder_uses_the_full_angle_not_the_product
     np.testing.assert_allclose(result.column("angle_deg"), 30.0, atol=0.3)
 
 
+def test_a_cord_in_two_parts_is_reported_once_with_its_slices_and_its_area_counts_both(caplog):
+    a, b = 3.0, 2.0
+    fraction = cylinder_fraction((12, 32, 32), SPACING, (a, b))
+    fraction[3:6, 2:4, 2:4] = 1.0  # a second piece in slices 3-5 and 9, far from the cord
+    fraction[9, 2:4, 2:4] = 1.0
+    with caplog.at_level("WARNING", logger="cspineai.morphometry"):
+        result = measure_cord(cord_volume(fraction, SPACING))
+    split = [r for r in caplog.records if "several parts" in r.getMessage()]
+    assert len(split) == 1
+    assert "4 of 12 slices" in split[0].getMessage() and "slices 3-5, 9;" in split[0].getMessage()
+    rows = {row["slice"]: row for row in result.slices}
+    piece = 4 * SPACING[0] * SPACING[1]
+    assert rows[4]["components"] == 2 and rows[0]["components"] == 1
+    assert rows[4]["area_mm2"] == pytest.approx(rows[0]["area_mm2"] + piece, rel=1e-6)
+
+
 def test_tilt_correction_has_determinant_cos_theta_and_keeps_the_perpendicular_direction():
     cos_theta, m = tilt_correction(0.3, -0.4)  # tan(theta) = 0.5
     assert cos_theta == pytest.approx(1 / math.sqrt(1.25))

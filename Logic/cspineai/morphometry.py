@@ -372,6 +372,17 @@ def mscc_profile(
 
 
 # --- the measurement ----------------------------------------------------------------------------------------------
+def _slice_runs(slices: list[int]) -> str:
+    """``[3, 4, 5, 9]`` -> ``"3-5, 9"``."""
+    runs: list[list[int]] = []
+    for k in sorted(slices):
+        if runs and k == runs[-1][1] + 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k, k])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+
+
 def measure_cord(
     cord: Volume,
     csf: Volume | None = None,
@@ -474,10 +485,12 @@ def measure_cord(
             row["sac_mm2"] = float(canal.sum() * pixel_area * cos_theta)
             row["sac_csa_ratio"] = row["sac_mm2"] / row["csa_mm2"]
         rows.append(row)
-        if row["components"] > 1:
-            logger.warning(
-                "slice %d: the cord mask has %d separate parts; shape uses the largest", k, row["components"]
-            )
+    split = [row["slice"] for row in rows if row["components"] > 1]
+    if split:  # one message per mask, not one per slice: a CLI run over a real scan printed a screenful
+        logger.warning(
+            "%d of %d slices have the cord mask in several parts (slices %s; column 'components'): their area and "
+            "CSA count every part, their shape measures only the largest", len(split), len(rows), _slice_runs(split)
+        )
 
     rows.reverse()  # superior first, as read from the top of the neck
     centre_ras = centre_ras[::-1].copy()
