@@ -351,7 +351,9 @@ def _first_present(candidates: Sequence[str], present: Sequence[str]) -> str | N
 
 def _missing(step: str, what: str, candidates: Sequence[str]) -> CSpineInputError:
     names = " or ".join(candidates)
-    return CSpineInputError(f"{names} series", f"is needed by step {step!r} ({what}) but was not given")
+    return CSpineInputError(
+        f"{names} series", f"is needed by step {step!r} ({what}) but was not given: add it, or leave {step!r} out"
+    )
 
 
 def check_steps(steps: Sequence[str]) -> tuple[str, ...]:
