@@ -278,6 +278,29 @@ def test_randomized_case_keeps_geometry_labels_and_outcome_of_its_seed():
     assert case.protocol["random_intensity"] is not None
 
 
+def test_randomised_sagittal_slices_follow_the_preset_and_thick_draws_keep_their_old_slice_counts():
+    from cspineai.phantom.protocol import preset
+    from cspineai.phantom.randomize import randomized_protocol
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        thick = randomized_protocol(rng, preset("default"))
+        assert 2.5 <= thick.sag_slice_mm <= 5.0
+        # the rule every earlier cohort was generated with (its files must stay reproducible)
+        assert thick.sag_slices == int(np.clip(round(48.0 / thick.sag_slice_mm), 9, 19))
+        thin = randomized_protocol(rng, preset("thin"))
+        assert 0.8 <= thin.sag_slice_mm <= 1.5
+        assert abs(thin.sag_slices * thin.sag_slice_mm - 48.0) <= thin.sag_slice_mm
+
+
+def test_thin_preset_acquires_the_sagittal_series_as_1_mm_slices():
+    case = generate_case(3, resolution="thin", threads=1)
+    for series in ("T1_sag", "T2_sag"):
+        volume = case.series[series]
+        assert volume.shape[0] == 48 and volume.spacing[2] == pytest.approx(1.0)
+        assert np.count_nonzero(case.labels[series].array == 1) > 0
+
+
 def test_cohort_writes_a_manifest_that_reads_back_with_folds_and_split(tmp_path):
     manifest = generate_cohort(3, tmp_path / "cohort", seed=4, resolution="coarse", workers=1)
     cases = read_manifest(manifest, require=("label", "fold", "T1_sag", "CT_bone", "displacement", "causal_mask"))

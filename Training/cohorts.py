@@ -15,6 +15,9 @@ Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (`
   each part keeps its own 20% test split (the segmentation benchmark's held-out volumes).
 - ``cordseg300``: ``cordseg`` plus 200 domain-randomised training-only cases (seed 505), dealt to folds 1-4 so that
   fold 0 validates on the same 22 cases as ``cordseg`` (its all-slice validation is what a CPU epoch waits for).
+- ``cordsegthin``: ``cordseg`` plus 100 domain-randomised and 20 ordinary cases whose sagittal series are 3-D
+  volumes of about 1 mm slices (preset ``thin``, seeds 606 and 707), each part with its own folds and 20% test split:
+  the geometry of the real scan in ../shared/data, which the thick-slice cohort never shows.
 - ``registration``: 80 coarse cases (seed 77); the first 60 train (every 10th validates), the last 20 are held out
   (:func:`cspineai.tasks.registration.write_split_manifest`, the benchmark's pairs); plus 120 coarse cases (seed 78)
   that only train (every 10th validates), because 54 training pairs left FPRAN overfitting.
@@ -65,6 +68,8 @@ RECIPES = {
     "pain4500": _PAIN2500 + (Part("pain2000z", 2000, 2029, "coarse", train_only=True),),
     "cordseg": _CORDSEG,
     "cordseg300": _CORDSEG + (Part("cordseg_dr3", 200, 505, randomize=True, train_only=True, not_in_fold=0),),
+    "cordsegthin": _CORDSEG + (Part("cordseg_thin_dr", 100, 606, "thin", randomize=True),
+                               Part("cordseg_thin_plain", 20, 707, "thin")),
     "registration": _REGISTRATION,
     "registration500": _REGISTRATION + (Part("regcohort3", 300, 79, "coarse", train_only=True, pairs=True),),
 }

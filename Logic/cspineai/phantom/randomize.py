@@ -19,7 +19,7 @@ from .protocol import Protocol
 
 def randomized_protocol(rng: np.random.Generator, base: Protocol) -> Protocol:
     """A copy of ``base`` with every randomised setting drawn from its range (see docs/phantom.md)."""
-    sag_slice = float(rng.uniform(2.5, 5.0))
+    sag_slice = float(rng.uniform(*base.sag_slice_range_mm))
     tra_slice = float(rng.uniform(2.5, 6.0))
     flips = {}
     for series in ("CT", "SAG", "T2_tra"):
@@ -35,7 +35,8 @@ def randomized_protocol(rng: np.random.Generator, base: Protocol) -> Protocol:
         ct_slice_mm=float(rng.uniform(1.0, 3.0)),
         sag_inplane_mm=float(rng.uniform(0.45, 1.1)),
         sag_slice_mm=sag_slice,
-        sag_slices=int(np.clip(round(48.0 / sag_slice), 9, 19)),
+        # about 48 mm left-right; thick draws (2.5-5 mm) stay within the 9-19 slices they always had
+        sag_slices=int(np.clip(round(48.0 / sag_slice), 9, 60)),
         tra_inplane_mm=float(rng.uniform(0.45, 1.1)),
         tra_slice_mm=tra_slice,
         tra_slices=int(np.clip(round(90.0 / tra_slice), 14, 30)),
