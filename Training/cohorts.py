@@ -17,7 +17,7 @@ Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (`
   fold 0 validates on the same 22 cases as ``cordseg`` (its all-slice validation is what a CPU epoch waits for).
 - ``cordsegthin``: ``cordseg`` plus 100 domain-randomised and 20 ordinary cases whose sagittal series are 3-D
   volumes of about 1 mm slices (preset ``thin``, seeds 606 and 707), each part with its own folds and 20% test split:
-  the geometry of the real scan in ../shared/data, which the thick-slice cohort never shows.
+  the geometry of 3-D isotropic acquisitions, which the thick-slice cohort never shows.
 - ``registration``: 80 coarse cases (seed 77); the first 60 train (every 10th validates), the last 20 are held out
   (:func:`cspineai.tasks.registration.write_split_manifest`, the benchmark's pairs); plus 120 coarse cases (seed 78)
   that only train (every 10th validates), because 54 training pairs left FPRAN overfitting.

@@ -60,8 +60,8 @@ PRESETS = {
     # Fast preset for tests and quick looks: 1 mm in-plane, thicker slices, fewer sub-samples.
     "coarse": {"ct_inplane_mm": 1.0, "ct_slice_mm": 3.0, "sag_inplane_mm": 1.0, "tra_inplane_mm": 1.0,
                "ct_sub": 3, "sag_sub": 3, "tra_sub": 3, "tra_slices": 18},
-    # 3-D sagittal T1/T2 reconstructed at about 1 mm isotropic (the real scan of ../shared/data is such a volume): the
-    # 2-D sagittal networks never saw thin sagittal slices, and on them they over-segment the cord (session 11).
+    # 3-D sagittal T1/T2 reconstructed at about 1 mm isotropic, as many sites acquire them: cordseg-unet 1.4.0, trained
+    # on 2.5-5 mm sagittal slices only, over-estimated the cord's area on them (docs/results/segmentation.md).
     "thin": {"sag_inplane_mm": 1.0, "sag_slice_mm": 1.0, "sag_slices": 48, "sag_slice_range_mm": (0.8, 1.5)},
 }
 
