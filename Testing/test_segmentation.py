@@ -17,6 +17,7 @@ from cspineai.segmentation import (
     WORKING_DIRECTION,
     SegmentationConfig,
     assign_vertebral_levels,
+    keep_cord_chain,
     keep_largest_component,
     refine_cord_csf,
     segment_cord,
@@ -171,6 +172,43 @@ def test_keeps_only_the_largest_cord_component():
     out = keep_largest_component(labels, [CORD])
     assert np.count_nonzero(out == CORD) == 10 * 16
     assert np.count_nonzero(out == 5) == np.count_nonzero(labels == 5)
+
+
+def _interrupted_cord() -> np.ndarray:
+    """An axial 1 mm label map ``(SI, AP, LR)`` of a cord 6 x 8 mm that the network interrupted over 4 mm at a
+    stenosis (slices 30-33): 30 slices below, 26 above."""
+    labels = np.zeros((60, 24, 24), np.uint8)
+    labels[:, 6:18, 4:20] = CSF
+    labels[:30, 9:15, 8:16] = CORD
+    labels[34:, 9:15, 8:16] = CORD
+    return labels
+
+
+def test_cord_chain_keeps_both_sides_of_an_interrupted_cord():
+    labels = _interrupted_cord()
+    out = keep_cord_chain(labels, 0, (1.0, 1.0, 1.0))
+    np.testing.assert_array_equal(out, labels)
+    # what the largest piece alone would keep: the cord above the stenosis is lost
+    assert np.count_nonzero(keep_largest_component(labels, [CORD]) == CORD) == 30 * 48
+
+
+def test_cord_chain_finds_the_head_to_foot_axis_of_a_sagittal_array():
+    labels = np.ascontiguousarray(np.transpose(_interrupted_cord(), (2, 0, 1)))  # (LR, SI, AP)
+    assert np.count_nonzero(keep_cord_chain(labels, 1, (1.0, 1.0, 1.0)) == CORD) == 56 * 48
+
+
+def test_cord_chain_drops_pieces_beside_the_cord_far_from_it_or_out_of_line():
+    labels = _interrupted_cord()
+    beside = labels.copy()
+    beside[10:25, 16:18, 18:20] = CORD  # a false cord in the CSF beside the cord, at the same levels
+    assert np.count_nonzero(keep_cord_chain(beside, 0, (1.0, 1.0, 1.0)) == CORD) == 56 * 48
+    shifted = labels.copy()
+    shifted[34:] = np.where(labels[34:] == CORD, CSF, labels[34:])
+    shifted[34:, 9:15, 15:23] = CORD  # continues 7 mm to the side: not the same cord
+    assert np.count_nonzero(keep_cord_chain(shifted, 0, (1.0, 1.0, 1.0)) == CORD) == 30 * 48
+    # with 3 mm slices along SI the 4-slice gap is 12 mm: still joined; with 5 mm slices (20 mm) it is not
+    assert np.count_nonzero(keep_cord_chain(labels, 0, (3.0, 1.0, 1.0)) == CORD) == 56 * 48
+    assert np.count_nonzero(keep_cord_chain(labels, 0, (5.0, 1.0, 1.0)) == CORD) == 30 * 48
 
 
 def _canal_case(cord_value: float = 0.8, csf_value: float = 0.4, seed: int = 0):

@@ -21,8 +21,10 @@ bodies C2..T1). The steps:
    probability is combined with how well each voxel's intensity fits the cord's and the CSF's intensity in this very
    scan (a Gaussian per class centred on the voxels the network is sure of, one shared width), without cutting the
    cord or leaving CSF inside it.
-6. **Clean-up**: the canal (cord + CSF) and then the cord are reduced to their largest connected component; a cord
-   smaller than ``min_cord_volume_mm3`` means no neck in view: an error, never an empty segmentation.
+6. **Clean-up**: the canal (cord + CSF) is reduced to its largest connected component, the cord to its largest piece
+   and the pieces that continue it along the spine (:func:`keep_cord_chain`: a cord the network interrupts at a
+   stenosis keeps both sides); a cord smaller than ``min_cord_volume_mm3`` means no neck in view: an error, never an
+   empty segmentation.
 7. **Vertebral levels**: see :func:`assign_vertebral_levels`.
 """
 
@@ -283,6 +285,11 @@ def refine_cord_csf(
     return out
 
 
+def si_array_axis(volume: Volume) -> int:
+    """The array axis (0, 1, 2 of ``(K, J, I)``) whose index axis runs most nearly head to foot."""
+    return 2 - int(np.argmax(np.abs(volume.direction[2])))
+
+
 def _labels_on_input_grid(probabilities: np.ndarray, grid: Volume, target: Volume, config: SegmentationConfig):
     """Arg-max label map on ``target``'s grid (``target.array``: the normalised image) from working-grid probabilities
     ``(C, K, J, I)``, cord and CSF refined by :func:`refine_cord_csf`.
@@ -292,9 +299,8 @@ def _labels_on_input_grid(probabilities: np.ndarray, grid: Volume, target: Volum
     the cost, and levels are re-assigned per body afterwards anyway.
     """
     grouped = np.concatenate([probabilities[:3], probabilities[3:].sum(axis=0, keepdims=True)])
-    si_axis = 2 - int(np.argmax(np.abs(target.direction[2])))  # array axes are (k, j, i)
     grouped = refine_cord_csf(
-        _resample_probabilities(grouped, grid, target), target.array, config.intensity_weight, si_axis
+        _resample_probabilities(grouped, grid, target), target.array, config.intensity_weight, si_array_axis(target)
     )
     group = np.argmax(grouped, axis=0)
     classes = np.asarray(config.classes, dtype=np.uint8)
@@ -324,6 +330,72 @@ def keep_largest_component(labels: np.ndarray, values: Sequence[int]) -> np.ndar
     sizes[0] = 0
     out = labels.copy()
     out[mask & (components != int(np.argmax(sizes)))] = 0
+    return out
+
+
+def keep_cord_chain(
+    labels: np.ndarray,
+    si_axis: int,
+    spacing: Sequence[float],
+    max_gap_mm: float = 15.0,
+    max_offset_mm: float = 6.0,
+    min_fraction: float = 0.05,
+    max_overlap: float = 0.2,
+) -> np.ndarray:
+    """Keep the largest cord piece and the pieces that continue it head- or footwards; other cord becomes background.
+
+    A compressed cord can be thin enough at the stenosis for the network to interrupt it, and keeping the largest
+    piece alone then drops everything beyond the stenosis, the level a surgeon needs measured (one synthetic test
+    volume lost half its cord this way, docs/results/segmentation.md). A piece (26-connected, at least
+    ``min_fraction`` of the largest) joins the chain when it lies beyond the chain along the SI axis (at most
+    ``max_overlap`` of its SI slices shared with the chain: a piece beside the cord is a false positive), within
+    ``max_gap_mm`` of it, and its facing end is within ``max_offset_mm`` in-plane of the chain's end: a cord does not
+    jump sideways.
+
+    Args:
+        labels: label map ``(K, J, I)``; only :data:`~cspineai.series.CORD` voxels change.
+        si_axis: the array axis (0, 1, 2) that runs most nearly head to foot.
+        spacing: voxel size of the array axes, ``(K, J, I)`` order (mm).
+    """
+    from scipy import ndimage
+
+    cord = labels == CORD
+    components, count = ndimage.label(cord, structure=np.ones((3, 3, 3), dtype=bool))
+    if count <= 1:
+        return labels.copy()
+    sizes = np.bincount(components.ravel())[1:]
+    order = np.argsort(-sizes) + 1
+    plane_axes = [a for a in range(3) if a != si_axis]
+    plane_spacing = np.array([spacing[a] for a in plane_axes], dtype=float)
+    n_si = labels.shape[si_axis]
+
+    def centroid_mm(mask: np.ndarray, position: int) -> np.ndarray:
+        points = np.argwhere(np.take(mask, position, axis=si_axis))  # (n, 2) in plane_axes order
+        return points.mean(axis=0) * plane_spacing
+
+    chain = components == order[0]
+    covered = np.zeros(n_si, dtype=bool)
+    covered[np.unique(np.nonzero(chain)[si_axis])] = True
+    for label in order[1:]:
+        if sizes[label - 1] < min_fraction * sizes[order[0] - 1]:
+            break
+        piece = components == label
+        positions = np.unique(np.nonzero(piece)[si_axis])
+        if covered[positions].sum() > max_overlap * len(positions):
+            continue
+        chain_positions = np.flatnonzero(covered)
+        # The facing ends: the pair of SI positions (piece, chain) closest to each other.
+        gaps = np.abs(positions[:, None] - chain_positions[None, :])
+        p, c = np.unravel_index(int(np.argmin(gaps)), gaps.shape)
+        if gaps[p, c] * spacing[si_axis] > max_gap_mm:
+            continue
+        offset = np.linalg.norm(centroid_mm(piece, positions[p]) - centroid_mm(chain, chain_positions[c]))
+        if offset > max_offset_mm:
+            continue
+        chain |= piece
+        covered[positions] = True
+    out = labels.copy()
+    out[cord & ~chain] = 0
     return out
 
 
@@ -453,7 +525,7 @@ def segment_cord(
     progress("segment", 0.8, "resampling to the input grid and cleaning up")
     labels = _labels_on_input_grid(probabilities, grid, normalised, config)
     labels = keep_largest_component(labels, [CORD, CSF])
-    labels = keep_largest_component(labels, [CORD])
+    labels = keep_cord_chain(labels, si_array_axis(mri), mri.spacing[::-1])
 
     cord_mm3 = np.count_nonzero(labels == CORD) * float(np.prod(mri.spacing))
     if cord_mm3 < config.min_cord_volume_mm3:
@@ -474,6 +546,7 @@ __all__ = [
     "load_segmentation_model",
     "WORKING_DIRECTION",
     "assign_vertebral_levels",
+    "keep_cord_chain",
     "keep_largest_component",
     "normalise_intensity",
     "predict_probabilities",
