@@ -293,6 +293,37 @@ def test_randomised_sagittal_slices_follow_the_preset_and_thick_draws_keep_their
         assert abs(thin.sag_slices * thin.sag_slice_mm - 48.0) <= thin.sag_slice_mm
 
 
+def test_varied_cord_changes_cord_and_csf_but_not_the_bones_nor_the_standard_phantom():
+    from cspineai.phantom.anatomy import canal_layout
+
+    seeds = range(30, 60)
+    ratios, margins = [], []
+    for seed in seeds:
+        standard, varied = sample_parameters(seed)["patient"], sample_parameters(seed, vary_cord=True)["patient"]
+        assert "cord_variation" not in standard.findings  # the standard phantom (every earlier cohort) is unchanged
+        assert varied.findings["cord_variation"]["cord_lr_factor"] == pytest.approx(varied.cord_lr_factor, abs=1e-4)
+        s = np.float32([standard.disc_s[2]])
+        a, b = canal_layout(standard, s), canal_layout(varied, s)
+        assert b["canal_half_width"] == pytest.approx(a["canal_half_width"])  # the bones stay
+        ratios.append(float(b["cord_a0"][0] / a["cord_a0"][0]))
+        margins.append(float(b["sac_half_width"][0] - b["cord_a0"][0]))
+    assert min(ratios) < 0.8 and max(ratios) > 1.05  # cords both narrower and wider than the standard one
+    assert min(margins) < 3.0 and max(margins) > 5.5  # CSF beside the cord both thinner and wider than 3.6 mm
+    assert sample_parameters(31, vary_cord=True)["patient"].findings == sample_parameters(31, vary_cord=True)[
+        "patient"].findings  # still one case per seed
+
+
+def test_varied_cord_is_what_the_labels_show():
+    standard = generate_case(4, resolution="coarse", threads=1)
+    varied = generate_case(4, resolution="coarse", threads=1, vary_cord=True)
+    factor = varied.findings["cord_variation"]
+    cord = [np.count_nonzero(case.labels["T1_sag"].array == CORD) for case in (standard, varied)]
+    # the cord's cross-section scales with both factors (compression aside): its voxel count follows
+    assert cord[1] / cord[0] == pytest.approx(factor["cord_lr_factor"] * factor["cord_ap_factor"], rel=0.15)
+    np.testing.assert_array_equal(standard.labels["CT_bone"].array == BODY_VALUES["C4"],
+                                  varied.labels["CT_bone"].array == BODY_VALUES["C4"])
+
+
 def test_thin_preset_acquires_the_sagittal_series_as_1_mm_slices():
     case = generate_case(3, resolution="thin", threads=1)
     for series in ("T1_sag", "T2_sag"):
@@ -335,6 +366,10 @@ def test_command_line_writes_a_cohort(tmp_path):
 
     assert main(["phantom", "--n", "1", "--out", str(tmp_path / "c"), "--seed", "2", "--resolution", "coarse"]) == 0
     assert len(read_manifest(tmp_path / "c" / "manifest.csv")) == 1
+    assert main(["phantom", "--n", "1", "--out", str(tmp_path / "v"), "--seed", "2", "--resolution", "coarse",
+                 "--vary-cord"]) == 0
+    (case,) = read_manifest(tmp_path / "v" / "manifest.csv")
+    assert "cord_variation" in json.loads(case.paths["clinical"].read_text())["findings"]
 
 
 def test_radiograph_shows_bone_brighter_than_soft_tissue(coarse_case):

@@ -18,6 +18,10 @@ Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (`
 - ``cordsegthin``: ``cordseg`` plus 100 domain-randomised and 20 ordinary cases whose sagittal series are 3-D
   volumes of about 1 mm slices (preset ``thin``, seeds 606 and 707), each part with its own folds and 20% test split:
   the geometry of 3-D isotropic acquisitions, which the thick-slice cohort never shows.
+- ``cordsegvar``: ``cordsegthin`` plus 120 cases whose cord size and CSF space are drawn independently of the bony
+  canal (``--vary-cord``; 40 ordinary and 40 randomised thin-slice cases, 30 randomised and 10 ordinary default ones,
+  seeds 808, 909, 1010, 1111), each part with its own folds and test split: in the standard phantom the cord can be
+  placed from the bones alone, and cordseg-unet 1.5.0 learned to do so.
 - ``registration``: 80 coarse cases (seed 77); the first 60 train (every 10th validates), the last 20 are held out
   (:func:`cspineai.tasks.registration.write_split_manifest`, the benchmark's pairs); plus 120 coarse cases (seed 78)
   that only train (every 10th validates), because 54 training pairs left FPRAN overfitting.
@@ -52,6 +56,7 @@ class Part:
     train_only: bool = False
     pairs: bool = False  # registration pairs: split by case order, not by label (see write_split_manifest)
     not_in_fold: int | None = None  # deal the part's cases round-robin to the other folds (training only in that fold)
+    vary_cord: bool = False  # cord size and CSF space independent of the bony canal
 
 
 # Each larger recipe is a smaller one plus parts, so the shared parts (and their folds) stay identical.
@@ -59,6 +64,8 @@ _PAIN = (Part("pain250", 250, 2026, "coarse"), Part("pain750x", 750, 2027, "coar
 _PAIN2500 = _PAIN + (Part("pain1500y", 1500, 2028, "coarse", train_only=True),)
 _CORDSEG = (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 12, 202),
             Part("cordseg_dr2", 64, 303, randomize=True))
+_CORDSEGTHIN = _CORDSEG + (Part("cordseg_thin_dr", 100, 606, "thin", randomize=True),
+                           Part("cordseg_thin_plain", 20, 707, "thin"))
 _REGISTRATION = (Part("regcohort", 80, 77, "coarse", pairs=True),
                  Part("regcohort2", 120, 78, "coarse", train_only=True, pairs=True))
 
@@ -68,8 +75,11 @@ RECIPES = {
     "pain4500": _PAIN2500 + (Part("pain2000z", 2000, 2029, "coarse", train_only=True),),
     "cordseg": _CORDSEG,
     "cordseg300": _CORDSEG + (Part("cordseg_dr3", 200, 505, randomize=True, train_only=True, not_in_fold=0),),
-    "cordsegthin": _CORDSEG + (Part("cordseg_thin_dr", 100, 606, "thin", randomize=True),
-                               Part("cordseg_thin_plain", 20, 707, "thin")),
+    "cordsegthin": _CORDSEGTHIN,
+    "cordsegvar": _CORDSEGTHIN + (Part("cordseg_var_thin_plain", 40, 808, "thin", vary_cord=True),
+                                  Part("cordseg_var_thin_dr", 40, 909, "thin", randomize=True, vary_cord=True),
+                                  Part("cordseg_var_dr", 30, 1010, randomize=True, vary_cord=True),
+                                  Part("cordseg_var_plain", 10, 1111, vary_cord=True)),
     "registration": _REGISTRATION,
     "registration500": _REGISTRATION + (Part("regcohort3", 300, 79, "coarse", train_only=True, pairs=True),),
 }
@@ -81,7 +91,7 @@ def build(recipe: str, out: Path, workers: int) -> Path:
         manifest = out / part.folder / "manifest.csv"
         if not manifest.exists():
             generate_cohort(part.n, out / part.folder, seed=part.seed, randomize=part.randomize, workers=workers,
-                            resolution=part.resolution)
+                            resolution=part.resolution, vary_cord=part.vary_cord)
         part_cases = read_manifest(manifest)
         if part.pairs:
             split_registration(part_cases, n_train=len(part_cases) if part.train_only else 60)

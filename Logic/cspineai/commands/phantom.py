@@ -10,7 +10,10 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="cohort seed (same seed, same files)")
     parser.add_argument("--randomize", action="store_true", help="domain-randomised acquisitions")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
-    parser.add_argument("--resolution", default="default", choices=("default", "coarse"), help="protocol preset")
+    parser.add_argument("--resolution", default="default", choices=("default", "coarse", "thin"),
+                        help="protocol preset (thin: 3-D sagittal series of about 1 mm slices)")
+    parser.add_argument("--vary-cord", action="store_true",
+                        help="cord size and CSF space drawn independently of the bony canal")
     parser.set_defaults(func=run)
 
 
@@ -27,6 +30,6 @@ def run(args) -> int:
         log.info(f"case {done}/{total} ({time.perf_counter() - start:.0f} s)")
 
     manifest = generate_cohort(args.n, args.out, args.seed, randomize=args.randomize, workers=args.workers,
-                               resolution=args.resolution, progress=progress)
+                               resolution=args.resolution, vary_cord=args.vary_cord, progress=progress)
     log.info(f"wrote {manifest}")
     return 0

@@ -14,6 +14,7 @@ sources are listed in ``docs/phantom.md``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -98,6 +99,12 @@ class Patient:
     findings: dict
     causal: dict = dataclasses.field(default_factory=dict)  # finding -> True when it raised the outcome's logit
     fat_waves: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((6, 4)))
+    # Cord size and CSF space independent of the bony canal (:func:`vary_cord_size`); the defaults are the standard
+    # phantom, whose cord and thecal sac keep fixed proportions to the canal.
+    cord_lr_factor: float = 1.0
+    cord_ap_factor: float = 1.0
+    sac_margin_lr: float = 3.6  # mm of CSF beside the cord (thecal sac half-width minus cord half-width; Kato 2012)
+    sac_margin_ap: float = 2.8  # mm of CSF in front of and behind the cord
 
     # --- tube parameters along s, sampled per vertebra and interpolated -------------------------------------------
     def profile(self, name: str, s: np.ndarray) -> np.ndarray:
@@ -117,8 +124,8 @@ class Patient:
             "D": half_depth,
             "Wc": get("canal_half_width"),
             "Dc": get("canal_half_depth"),
-            "cord_a": np.array([_CORD_HALF_LR[n] for n in order]) * self.cord_scale,
-            "cord_b": np.array([_CORD_HALF_AP[n] for n in order]) * self.cord_scale,
+            "cord_a": np.array([_CORD_HALF_LR[n] for n in order]) * self.cord_scale * self.cord_lr_factor,
+            "cord_b": np.array([_CORD_HALF_AP[n] for n in order]) * self.cord_scale * self.cord_ap_factor,
         }
 
 
@@ -289,6 +296,32 @@ def sample_patient(rng: np.random.Generator, clinical: dict) -> Patient:
     return patient
 
 
+def vary_cord_size(patient: Patient, rng: np.random.Generator) -> Patient:
+    """``patient`` with the cord's width and depth and the CSF space around it drawn independently of the bony canal.
+
+    Why: in the standard phantom the cord and thecal sac keep fixed proportions to the canal, so a segmentation
+    network can place the cord from the bones alone. cordseg-unet 1.5.0 did: with the whole canal of the real T1
+    painted black it still drew a full-width cord, and a phantom cord 25% narrower than usual made its T1 cord 21-54%
+    too large (docs/results/segmentation.md). Ranges: healthy adult cords 10-15 mm wide and 6-9 mm deep, narrower
+    when atrophic (Frostell 2016, Kato 2012); the CSF space beside the cord is widest in the upper cervical spine.
+    Findings (compression) are recomputed, so labels and outcome follow the new anatomy.
+    """
+    varied = dataclasses.replace(
+        patient,
+        findings=copy.deepcopy(patient.findings),
+        cord_lr_factor=float(rng.uniform(0.72, 1.12)),
+        cord_ap_factor=float(rng.uniform(0.8, 1.12)),
+        sac_margin_lr=float(rng.uniform(2.5, 6.5)),
+        sac_margin_ap=float(rng.uniform(1.8, 4.5)),
+    )
+    _compute_compression(varied)
+    varied.findings["cord_variation"] = {
+        key: round(getattr(varied, key), 4)
+        for key in ("cord_lr_factor", "cord_ap_factor", "sac_margin_lr", "sac_margin_ap")
+    }
+    return varied
+
+
 def _rotation_x(angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
@@ -352,7 +385,7 @@ def canal_layout(patient: Patient, s: np.ndarray, u_cord: np.ndarray | float = 0
     canal_front = body_depth + 1.0  # posterior longitudinal ligament, about 1 mm, behind the body
     centre = canal_front + canal_depth
     canal_back = centre + canal_depth
-    sac_a, sac_b = a0 + 3.6, np.minimum(b0 + 2.8, canal_depth - 0.4)
+    sac_a, sac_b = a0 + patient.sac_margin_lr, np.minimum(b0 + patient.sac_margin_ap, canal_depth - 0.4)
     front, _ = anterior_intrusion(patient, s, u_cord)
     sac_front = np.maximum(centre - 0.15 - sac_b, canal_front + front + 0.3)
     sac_back = np.minimum(centre - 0.15 + sac_b, canal_back - posterior_intrusion(patient, s))
@@ -623,7 +656,7 @@ def _paint_canal(patient: Patient, tube: dict, c: np.ndarray, cu: np.ndarray, cv
         lab[c[near]] = DISC_VALUES[level]
     t[c[cv < front]] = T["ligament"]  # posterior longitudinal ligament
     # The sac's front wall follows the intrusion at this point's own LR position (focal herniations dent it).
-    sac_front = np.maximum(tube["canal_centre"][ci] - 0.15 - np.minimum(tube["cord_b0"][ci] + 2.8,
+    sac_front = np.maximum(tube["canal_centre"][ci] - 0.15 - np.minimum(tube["cord_b0"][ci] + patient.sac_margin_ap,
                                                                          tube["canal_half_depth"][ci] - 0.4),
                            front + depth + 0.3)
     sac_back = np.maximum(tube["sac_back"][ci], sac_front + 0.8)

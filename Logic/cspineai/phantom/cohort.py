@@ -105,22 +105,24 @@ def stratified_assignment(labels: list[int], seed: int) -> tuple[list[int], list
 
 
 def _make_one(args: tuple) -> tuple[str, dict, int, dict]:
-    index, seed, folder, randomize, resolution, threads = args
+    index, seed, folder, randomize, resolution, threads, vary_cord = args
     from .generator import generate_case
 
-    case = generate_case(seed, randomize=randomize, resolution=resolution, threads=threads)
+    case = generate_case(seed, randomize=randomize, resolution=resolution, threads=threads, vary_cord=vary_cord)
     paths = write_case(case, folder)
     return folder.name, {k: str(v) for k, v in paths.items()}, case.label, case.clinical
 
 
 def generate_cohort(n: int, out_dir: str | os.PathLike, seed: int, randomize: bool = False, workers: int = 1,
-                    resolution: str = "default", progress: Callable[[int, int], None] | None = None) -> Path:
+                    resolution: str = "default", progress: Callable[[int, int], None] | None = None,
+                    vary_cord: bool = False) -> Path:
     """Generate ``n`` cases into ``out_dir`` (one folder each) and write ``out_dir/manifest.csv``; return its path.
 
     Case ``i`` uses seed :func:`case_seed` ``(seed, i)`` and is named ``phantom_<seed>_<i:04d>``. ``workers`` > 1
-    generates cases in parallel processes. The manifest lists every series, its label map, the displacement field,
-    landmarks, clinical JSON, the causal mask on the T1_sag grid (the other grids' masks lie beside it as
-    ``causal_mask_<series>.nii.gz``), the radiograph and the clinical covariates.
+    generates cases in parallel processes; ``randomize``, ``resolution`` and ``vary_cord`` are those of
+    :func:`~cspineai.phantom.generator.generate_case`. The manifest lists every series, its label map, the
+    displacement field, landmarks, clinical JSON, the causal mask on the T1_sag grid (the other grids' masks lie
+    beside it as ``causal_mask_<series>.nii.gz``), the radiograph and the clinical covariates.
     """
     from ..errors import CSpineInputError
 
@@ -129,7 +131,7 @@ def generate_cohort(n: int, out_dir: str | os.PathLike, seed: int, randomize: bo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = 1 if workers > 1 else 2  # parallel processes already fill the cores
-    jobs = [(i, case_seed(seed, i), out_dir / f"phantom_{seed}_{i:04d}", randomize, resolution, threads)
+    jobs = [(i, case_seed(seed, i), out_dir / f"phantom_{seed}_{i:04d}", randomize, resolution, threads, vary_cord)
             for i in range(n)]
     results = []
     if workers > 1:

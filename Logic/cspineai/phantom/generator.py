@@ -41,19 +41,23 @@ class PhantomCase:
 
 def _rngs(seed: int) -> dict[str, np.random.Generator]:
     # One independent stream per concern: changing e.g. the imaging code never changes a patient's anatomy or label.
-    names = ("clinical", "anatomy", "pose", "outcome", "protocol", "imaging")
+    names = ("clinical", "anatomy", "pose", "outcome", "protocol", "imaging", "variation")
     children = np.random.SeedSequence(int(seed)).spawn(len(names))
     return {name: np.random.default_rng(child) for name, child in zip(names, children, strict=True)}
 
 
-def sample_parameters(seed: int) -> dict:
+def sample_parameters(seed: int, vary_cord: bool = False) -> dict:
     """Patient, clinical table, pain probability and label of case ``seed``, without any image (fast).
 
-    :func:`generate_case` calls this first, so the cohort's labels are exactly these.
+    :func:`generate_case` calls this first, so the cohort's labels are exactly these. ``vary_cord``: cord size and
+    CSF space drawn independently of the bony canal (:func:`~cspineai.phantom.anatomy.vary_cord_size`, own random
+    stream: the rest of the case is drawn as without it).
     """
     rngs = _rngs(seed)
     demographics = outcome.sample_demographics(rngs["clinical"])
     patient = anatomy.sample_patient(rngs["anatomy"], demographics)
+    if vary_cord:
+        patient = anatomy.vary_cord_size(patient, rngs["variation"])
     clinical = {**demographics, **outcome.sample_symptoms(rngs["clinical"], demographics, patient.findings)}
     probability = outcome.pain_probability(patient.findings, clinical)
     label = int(rngs["outcome"].random() < probability)
@@ -70,7 +74,7 @@ def _spine_centre(patient: anatomy.Patient, top: str = "C2", bottom: str = "T1",
 
 
 def generate_case(seed: int, randomize: bool = False, resolution: str = "default",
-                  protocol: Protocol | None = None, threads: int = 2) -> PhantomCase:
+                  protocol: Protocol | None = None, threads: int = 2, vary_cord: bool = False) -> PhantomCase:
     """Generate case ``seed`` (deterministic: the same seed gives identical arrays).
 
     Args:
@@ -80,13 +84,14 @@ def generate_case(seed: int, randomize: bool = False, resolution: str = "default
         resolution: protocol preset, ``"default"`` or ``"coarse"`` (fast, for tests).
         protocol: explicit protocol (overrides ``resolution``).
         threads: render the CT and MRI sessions concurrently on this many threads (1 inside cohort workers).
+        vary_cord: cord size and CSF space independent of the bony canal (see :func:`sample_parameters`).
 
     Returns:
         A :class:`PhantomCase`: ``series`` CT_bone, CT_tissue (int16 HU, axial), T1_sag, T2_sag (int16, sagittal, same
         grid), T2_tra (int16, axial); ``labels`` and ``causal_mask`` (uint8) on each series' grid; ``displacement`` on
         the T1_sag grid; ``landmarks`` {"CT", "MRI"} -> name -> LPS mm; clinical table, label and findings.
     """
-    params = sample_parameters(seed)
+    params = sample_parameters(seed, vary_cord)
     patient, rngs = params["patient"], params["rngs"]
     proto = protocol or preset(resolution)
     if randomize:
