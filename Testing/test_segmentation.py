@@ -608,6 +608,29 @@ def test_benchmark_writes_the_table_it_prints_with_the_command_that_made_it(phan
     assert volumes == 2 and abs(bias) <= absolute < 50.0
 
 
+def test_benchmark_pools_the_cases_of_several_manifests(phantom_manifest, tmp_path):
+    from cspineai.manifest import read_manifest, write_manifest
+
+    class Background(torch.nn.Module):  # finds no cord: each volume still gets its (failed) row
+        def forward(self, x):
+            return torch.zeros(x.shape[0], len(SEGMENTATION_CLASSES), *x.shape[2:])
+
+    cases = read_manifest(phantom_manifest)
+    for case in cases:
+        case.split = "test"
+    first = write_manifest(cases, tmp_path / "first.csv")
+    for case in cases:
+        case.split = "train"
+    cases[0].split = "test"
+    second = write_manifest(cases, tmp_path / "second.csv")
+    bench = load_script("benchmarks/bench_segmentation.py")
+    config = SegmentationConfig(roi_size=(64, 64))
+    rows = {key: bench.synthetic_rows("m", Background(), config, manifests)[0]
+            for key, manifests in (("first", first), ("second", [second]), ("pooled", [first, second]))}
+    assert len(rows["first"]) > 0 and len(rows["second"]) > 0
+    assert [row["case"] for row in rows["pooled"]] == [row["case"] for row in rows["first"] + rows["second"]]
+
+
 def test_benchmark_csa_error_is_zero_for_the_reference_and_grows_with_a_wider_cord():
     bench = load_script("benchmarks/bench_segmentation.py")
     k, j, i = np.meshgrid(np.arange(20), np.arange(30) - 14.5, np.arange(30) - 14.5, indexing="ij")

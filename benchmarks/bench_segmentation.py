@@ -93,11 +93,12 @@ def crop_around_cord(mri, labels, size_mm):
     return crop_to_box(mri, centre - half, centre + half), crop_to_box(labels, centre - half, centre + half)
 
 
-def synthetic_rows(name, network, config, manifest, max_cases: int = 0, fold: int | None = None,
+def synthetic_rows(name, network, config, manifests, max_cases: int = 0, fold: int | None = None,
                    crop_mm: tuple[float, float, float] | None = None,
                    csa: bool = False) -> tuple[list[dict], list[dict]]:
-    """Rows of the whole synthetic volumes and (with ``crop_mm``) of the same volumes cropped around the cord, each
-    volume read once; with ``csa`` each row has ``csa_error_pct`` (:func:`csa_error_pct`)."""
+    """Rows of the whole synthetic volumes of one or more ``manifests`` (their cases pooled) and (with ``crop_mm``) of
+    the same volumes cropped around the cord, each volume read once; with ``csa`` each row has ``csa_error_pct``
+    (:func:`csa_error_pct`)."""
     from cspineai.io import read_volume
     from cspineai.manifest import read_manifest
     from cspineai.segmentation import segment_cord
@@ -120,7 +121,8 @@ def synthetic_rows(name, network, config, manifest, max_cases: int = 0, fold: in
         return row
 
     whole, cropped = [], []
-    cases = [c for c in read_manifest(manifest)
+    manifests = [manifests] if isinstance(manifests, (str, Path)) else manifests
+    cases = [c for manifest in manifests for c in read_manifest(manifest)
              if (c.split == "test" if fold is None else c.split != "test" and c.fold == fold)]
     data = "synthetic" if fold is None else f"synthetic validation (fold {fold})"
     data_cropped = f"{data}, cropped to {' x '.join(f'{v:g}' for v in crop_mm)} mm around the cord" if crop_mm else ""
@@ -214,7 +216,8 @@ def series_line(name: str, rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", required=True, help="name=checkpoint.pt or name=registry-id")
-    parser.add_argument("--manifest", help="cohort with split=test cases and <series>_labels columns")
+    parser.add_argument("--manifest", action="append",
+                        help="cohort with split=test cases and <series>_labels columns (repeat to pool several)")
     parser.add_argument("--max-cases", type=int, default=0, help="first N test cases only (0: all)")
     parser.add_argument("--validation-fold", type=int, default=None,
                         help="score this fold's non-test cases instead of the test split (and skip the real scan)")
