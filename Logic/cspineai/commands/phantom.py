@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..phantom.protocol import PRESETS
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("phantom", help="generate a synthetic cervical-spine cohort (CT, MRI, labels)")
@@ -10,8 +12,8 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="cohort seed (same seed, same files)")
     parser.add_argument("--randomize", action="store_true", help="domain-randomised acquisitions")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
-    parser.add_argument("--resolution", default="default", choices=("default", "coarse", "thin"),
-                        help="protocol preset (thin: 3-D sagittal series of about 1 mm slices)")
+    parser.add_argument("--resolution", default="default", choices=sorted(PRESETS),
+                        help="protocol preset (coarse: fast, for tests; thin: 3-D sagittal series, ~1 mm slices)")
     parser.add_argument("--vary-cord", action="store_true",
                         help="cord size and CSF space drawn independently of the bony canal")
     parser.set_defaults(func=run)
