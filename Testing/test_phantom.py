@@ -372,6 +372,13 @@ def test_command_line_writes_a_cohort(tmp_path):
     assert "cord_variation" in json.loads(case.paths["clinical"].read_text())["findings"]
 
 
+def test_command_line_offers_every_protocol_preset():
+    from cspineai.commands.phantom import RESOLUTIONS
+    from cspineai.phantom.protocol import PRESETS
+
+    assert RESOLUTIONS == tuple(sorted(PRESETS))
+
+
 def test_radiograph_shows_bone_brighter_than_soft_tissue(coarse_case):
     film = coarse_case.radiograph
     assert film.ndim == 2 and 0.0 <= film.min() and film.max() <= 1.0

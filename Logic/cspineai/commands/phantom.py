@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..phantom.protocol import PRESETS
+# The names of cspineai.phantom.protocol.PRESETS, written out: importing the phantom package here would load scipy on
+# every CLI start (commands import heavy packages inside ``run``); a test keeps the two lists equal.
+RESOLUTIONS = ("coarse", "default", "thin")
 
 
 def register(subparsers) -> None:
@@ -12,7 +14,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="cohort seed (same seed, same files)")
     parser.add_argument("--randomize", action="store_true", help="domain-randomised acquisitions")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")
-    parser.add_argument("--resolution", default="default", choices=sorted(PRESETS),
+    parser.add_argument("--resolution", default="default", choices=RESOLUTIONS,
                         help="protocol preset (coarse: fast, for tests; thin: 3-D sagittal series, ~1 mm slices)")
     parser.add_argument("--vary-cord", action="store_true",
                         help="cord size and CSF space drawn independently of the bony canal")

@@ -81,7 +81,8 @@ def generate_case(seed: int, randomize: bool = False, resolution: str = "default
         seed: any non-negative integer.
         randomize: domain-randomised acquisition (random tissue intensities, resolution, bias, noise, gamma, blur,
             flips); anatomy, labels, landmarks and outcome are those of the physical case with the same seed.
-        resolution: protocol preset, ``"default"`` or ``"coarse"`` (fast, for tests).
+        resolution: protocol preset, a name of :data:`~cspineai.phantom.protocol.PRESETS` (``"default"``,
+            ``"coarse"``: fast, for tests; ``"thin"``: 1 mm sagittal slices).
         protocol: explicit protocol (overrides ``resolution``).
         threads: render the CT and MRI sessions concurrently on this many threads (1 inside cohort workers).
         vary_cord: cord size and CSF space independent of the bony canal (see :func:`sample_parameters`).
