@@ -33,3 +33,12 @@ def test_project_errors_print_one_line_and_exit_2(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing.nii.gz")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "missing.nii.gz: file or folder not found" in err and "Traceback" not in err
+
+
+def test_run_offers_every_saliency_method_and_defaults_to_the_librarys_choice():
+    from cspineai.commands.run import SALIENCY_METHODS
+    from cspineai.saliency import DEFAULT_METHOD, METHODS
+
+    assert SALIENCY_METHODS == METHODS and DEFAULT_METHOD in METHODS
+    args = build_parser().parse_args(["run", "--t1-sag", "T1.nii.gz", "--out", "out"])
+    assert args.saliency_method is None  # the pipeline resolves None to DEFAULT_METHOD

@@ -116,6 +116,8 @@ def test_report_json_has_prediction_threshold_models_and_timings_and_no_identifi
     segmentation_config = result.models["segmentation"].options["config"]
     assert report["models"]["segmentation"]["intensity_weight"] == segmentation_config.intensity_weight
     assert set(report["timings_s"]) >= set(STEPS)
+    assert report["saliency"]["method"] == "integrated_gradients"  # cspineai.saliency.DEFAULT_METHOD, not given
+    assert report["saliency"]["smooth_mm"] == 8.0
     assert report["software"]["cspineai"]
     assert 20 < report["morphometry"]["csa_mean_mm2"] < 150
     text = written["report.json"].read_text(encoding="utf-8")
@@ -185,6 +187,14 @@ def test_a_missing_series_needed_by_a_chosen_step_is_named_before_any_work(tmp_p
         run_to_folder({"T1_sag": tmp_path / "t1.nrrd"}, tmp_path / "out", ["predict"], models, "cpu",
                       progress=lambda *call: calls.append(call))
     assert calls == [] and not (tmp_path / "out").exists()
+
+
+def test_an_unknown_saliency_method_is_refused_before_any_work(case, tmp_path):
+    calls = []
+    with pytest.raises(ValueError, match="saliency_method must be one of"):
+        run_to_folder(case.series, tmp_path / "out", ("predict", "saliency"), small_models(case), "cpu",
+                      progress=lambda *call: calls.append(call), saliency_method="gradient")
+    assert not calls and not (tmp_path / "out").exists()
 
 
 def test_a_model_missing_from_the_registry_is_named_before_any_work(tmp_path, monkeypatch):

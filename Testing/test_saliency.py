@@ -194,6 +194,26 @@ def test_integrated_gradients_of_a_case_start_from_its_blurred_copy(case_series)
         assert not np.allclose(default[name].array, zeros[name].array, atol=1e-3)
 
 
+def test_integrated_gradients_maps_are_smoothed_in_millimetres_unless_told_not_to(case_series):
+    from cspineai.preprocess import model_grids
+    from cspineai.saliency import IG_SMOOTH_MM, default_smoothing, normalise
+
+    model = tiny_classifier({"T1_sag": [8, 32, 32], "CT_bone": [8, 24, 24]}, seed=3)
+    prepared = prepare_case(case_series, model.series, model_grids(model))
+    smoothed = saliency_maps(model, prepared, "integrated_gradients", steps=4)  # on the working grids
+    raw = saliency_maps(model, prepared, "integrated_gradients", steps=4, smooth_mm=0)
+    for name in model.series:
+        spacing = prepared[name].grid.spacing[::-1]
+        expected = normalise(blurred_baseline(raw[name].array, spacing, IG_SMOOTH_MM))
+        np.testing.assert_allclose(smoothed[name].array, expected, atol=1e-5)
+        assert not np.allclose(smoothed[name].array, raw[name].array, atol=1e-2)
+    assert default_smoothing("integrated_gradients") == IG_SMOOTH_MM
+    assert default_smoothing("gradcam") == default_smoothing("occlusion") == 0.0
+    tensors = {s: prepared[s].tensor[None] for s in model.series}
+    with pytest.raises(ValueError, match="spacing of every series"):
+        working_saliency(model, tensors, "integrated_gradients", smooth_mm=4.0, steps=2)
+
+
 def test_branch_wrapper_feeds_the_branch_as_x_and_expands_the_other_series():
     model = tiny_classifier({"T1_sag": [8, 32, 32], "CT_bone": [8, 32, 32]})
     x, other = torch.rand(3, 1, 8, 32, 32), torch.rand(1, 1, 8, 32, 32)

@@ -20,6 +20,7 @@ from cspineai import series as cspineai_series  # noqa: E402
 from cspineai.volume import Volume  # noqa: E402
 from CSpineAILib.Logic import (  # noqa: E402
     MODEL_ROLES,
+    SALIENCY_METHODS,
     SERIES,
     STEPS,
     Logic,
@@ -82,6 +83,22 @@ def test_run_command_lists_series_steps_device_models_and_output_in_a_fixed_orde
         "--model", "classifier=pain-v2",
         "--out", "/results/case1",
     ]  # fmt: skip
+
+
+def test_saliency_method_is_passed_only_with_the_saliency_step():
+    inputs = {"T1_sag": "/data/t1.nii.gz", "CT_bone": "/data/ct.nrrd"}
+    with_map = _logic().buildRunCommand(inputs, "/out", ["predict", "saliency"], "cpu", {}, "gradcam")
+    assert with_map[with_map.index("--saliency-method") + 1] == "gradcam"
+    assert "--saliency-method" not in _logic().buildRunCommand(inputs, "/out", ["predict"], "cpu", {}, "gradcam")
+    assert "--saliency-method" not in _logic().buildRunCommand(inputs, "/out", ["saliency"], "cpu", {}, "")
+    with pytest.raises(ValueError, match="unknown saliency method"):
+        _logic().buildRunCommand(inputs, "/out", ["saliency"], "cpu", {}, "grad-cam")
+
+
+def test_saliency_methods_mirror_the_package_with_its_default_first():
+    saliency = pytest.importorskip("cspineai.saliency")
+    assert sorted(SALIENCY_METHODS) == sorted(saliency.METHODS)
+    assert SALIENCY_METHODS[0] == saliency.DEFAULT_METHOD
 
 
 def test_series_and_roles_mirror_the_package_names():

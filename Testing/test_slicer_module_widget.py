@@ -116,8 +116,8 @@ class FakeLogic:
     def resolveDevice(self, requested):
         return ("cpu", "No CUDA GPU: CPU instead.") if requested == "cuda" else ("cpu", "")
 
-    def startCase(self, inputs, outputDir, steps, device, models, runner):
-        self.calls.append(("startCase", inputs, outputDir, steps, device, models))
+    def startCase(self, inputs, outputDir, steps, device, models, runner, saliencyMethod=""):
+        self.calls.append(("startCase", inputs, outputDir, steps, device, models, saliencyMethod))
         if self.runnerCommand:
             runner.start(self.runnerCommand)
         return ["python", "-m", "cspineai", "run"]
@@ -213,6 +213,7 @@ def test_run_passes_the_parameter_node_to_the_logic_and_locks_the_panel(fake):
             ["register", "predict", "segment", "measure"],
             "cpu",
             {"classifier": "pain-site"},
+            "integrated_gradients",
         )
     ]
     widget.pollTimer.start.assert_called_once()

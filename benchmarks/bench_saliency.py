@@ -94,7 +94,13 @@ def evaluate_case(model, series, masks, label, methods, args, rng):
         random_order,
     )
     from cspineai.preprocess import model_grids, prepare_case
-    from cspineai.saliency import blurred_baselines, class_probability, to_series_grid, working_saliency
+    from cspineai.saliency import (
+        blurred_baselines,
+        class_probability,
+        default_smoothing,
+        to_series_grid,
+        working_saliency,
+    )
 
     names = tuple(model.series)
     prepared = prepare_case(series, names, model_grids(model))
@@ -117,7 +123,9 @@ def evaluate_case(model, series, masks, label, methods, args, rng):
         options = {"integrated_gradients": {"steps": args.ig_steps, "baselines": ig_baselines},
                    "gradcam": {"level": args.gradcam_level or None}}.get(method, {})
         start = time.perf_counter()
-        maps = working_saliency(model, tensors, method, 1, **options)
+        smooth_mm = default_smoothing(method) if args.smooth_mm is None else args.smooth_mm
+        spacings = {s: prepared[s].grid.spacing[::-1] for s in names}
+        maps = working_saliency(model, tensors, method, 1, smooth_mm, spacings, **options)
         on_series = {s: to_series_grid(maps[s][0].numpy(), prepared[s].grid, series[s]) for s in names}
         seconds = time.perf_counter() - start
         pointing, deletion = {}, {}
@@ -175,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradcam-level", type=int, default=0,
                         help="pyramid level (1-4) Grad-CAM weights (default 0: the last stage)")
     parser.add_argument("--blur-mm", type=float, default=8.0, help="sigma of the blurred deletion baseline (mm)")
+    parser.add_argument("--smooth-mm", type=float, default=None,
+                        help="Gaussian sigma (mm) smoothing every method's map (default: the pipeline's, "
+                             "cspineai.saliency.default_smoothing: 8 mm for integrated gradients, none otherwise)")
     parser.add_argument("--resolution", default="default", help="phantom protocol preset (default, coarse)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -209,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pointing game: margin {args.margin_mm:g} mm, positive cases with a causal region in the series; deletion: "
           f"{args.steps} steps, blurred baseline sigma {args.blur_mm:g} mm, AUC of p(pain) (lower is better); "
           f"Grad-CAM on {f'pyramid level {args.gradcam_level}' if args.gradcam_level else 'the last stage'}; "
-          f"integrated gradients from the {args.ig_baseline} baseline\n")
+          f"integrated gradients from the {args.ig_baseline} baseline; maps smoothed by "
+          f"{'the pipeline default per method' if args.smooth_mm is None else f'{args.smooth_mm:g} mm'}\n")
     print("\n".join(summarise(rows, names, methods)))
     if args.json:
         from cspineai.atomic import atomic_write_text

@@ -33,6 +33,9 @@ MODEL_ROLES = ("registration", "classifier", "segmentation")
 #: Role of each registry task (``Models.json`` ``task``; the inverse of ``cspineai.pipeline.ROLE_TASKS``).
 TASK_ROLES = {"registration": "registration", "pain": "classifier", "cordseg": "segmentation"}
 DEVICES = ("auto", "cpu", "cuda")
+#: Saliency methods of ``cspineai run --saliency-method`` (mirror of ``cspineai.saliency.METHODS``), the default first
+#: (``cspineai.saliency.DEFAULT_METHOD``; a test keeps both mirrors equal).
+SALIENCY_METHODS = ("integrated_gradients", "gradcam", "occlusion")
 
 # Series descriptions as scanners and PACS write them; the first pattern that matches wins, so CT before MRI and the
 # more specific MRI names first. Node names in Slicer start with "<series number>: <series description>".
@@ -141,6 +144,7 @@ class LogicProtocol(Protocol):
         device: str,
         models: Mapping[str, str],
         runner: ProcessRunner,
+        saliencyMethod: str = "",
     ) -> list[str]: ...
 
     def finishCase(self, outputDir: Path) -> Mapping[str, object]: ...
@@ -221,11 +225,14 @@ class Logic:
         steps: Sequence[str],
         device: str = "auto",
         models: Mapping[str, str] | None = None,
+        saliencyMethod: str = "",
     ) -> list[str]:
         """``python -m cspineai run --ct-bone F ... --steps register,predict --device cpu --out DIR``.
 
-        Raises ValueError for an unknown series, step, device or model role, or when no step is chosen: these are
-        programming errors of the caller, the pipeline itself checks that the chosen steps have their series.
+        ``saliencyMethod`` (one of :data:`SALIENCY_METHODS`) is passed only with the saliency step; empty: the
+        pipeline's default. Raises ValueError for an unknown series, step, device, saliency method or model role, or
+        when no step is chosen: these are programming errors of the caller, the pipeline itself checks that the
+        chosen steps have their series.
         """
         unknown = sorted(set(inputs) - set(SERIES))
         if unknown:
@@ -237,12 +244,16 @@ class Logic:
             raise ValueError(f"unknown steps {badSteps}; expected some of {list(STEPS)}")
         if device not in DEVICES:
             raise ValueError(f"unknown device {device!r}; expected one of {list(DEVICES)}")
+        if saliencyMethod and saliencyMethod not in SALIENCY_METHODS:
+            raise ValueError(f"unknown saliency method {saliencyMethod!r}; expected one of {list(SALIENCY_METHODS)}")
         command = [self.pythonExecutable, "-m", "cspineai", "run"]
         for series in SERIES:  # a fixed order keeps the command line reproducible in the log
             if series in inputs:
                 command += [optionForSeries(series), str(Path(inputs[series]))]
         command += ["--steps", ",".join(step for step in STEPS if step in steps)]
         command += ["--device", device]
+        if saliencyMethod and "saliency" in steps:
+            command += ["--saliency-method", saliencyMethod]
         for role, modelId in sorted((models or {}).items()):
             if role not in MODEL_ROLES:
                 raise ValueError(f"unknown model role {role!r}; expected one of {list(MODEL_ROLES)}")
@@ -305,6 +316,7 @@ class Logic:
         device: str,
         models: Mapping[str, str],
         runner: ProcessRunner,
+        saliencyMethod: str = "",
     ) -> list[str]:
         """Export the input nodes and start the pipeline in ``runner``; returns the command (for the log).
 
@@ -324,7 +336,7 @@ class Logic:
                 if isinstance(value, str | os.PathLike)
                 else self.exportVolumeNode(value, self._inputDir / f"{series}.nrrd", series)
             )
-        command = self.buildRunCommand(paths, outputDir, steps, device, models)
+        command = self.buildRunCommand(paths, outputDir, steps, device, models, saliencyMethod)
         runner.start(command, env=self.childEnvironment())
         return command
 

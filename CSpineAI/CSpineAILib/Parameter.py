@@ -13,6 +13,8 @@ from typing import Annotated
 import slicer
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
+from .Logic import SALIENCY_METHODS
+
 #: Parameter field of each series' input volume (the series names of ``cspineai.series``).
 SERIES_FIELDS = {"CT_bone": "ctBone", "CT_tissue": "ctTissue", "T1_sag": "t1Sag", "T2_sag": "t2Sag", "T2_tra": "t2Tra"}
 #: Parameter field of each pipeline step (the ``--steps`` values of ``cspineai run``).
@@ -47,7 +49,9 @@ class Parameter:
     stepSegment: bool = True
     stepMeasure: bool = True
 
-    # Display of the saliency heatmap over the MRI (foreground layer opacity in [0, 1]).
+    # Saliency method (Logic.SALIENCY_METHODS, the pipeline's default first) and display of the heatmap over the MRI
+    # (foreground layer opacity in [0, 1]).
+    saliencyMethod: Annotated[str, Choice(list(SALIENCY_METHODS))] = SALIENCY_METHODS[0]
     showSaliency: bool = True
     saliencyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
 

@@ -142,6 +142,7 @@ class Widget(qt.QWidget):
                 device,
                 parameter.models(),
                 self.runner,
+                saliencyMethod=parameter.saliencyMethod,
             )
             self._startPolling("case", parameter.outputDirectory, command)
 

@@ -182,7 +182,7 @@ class CaseResult:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     device: str = "cpu"
     notes: list[str] = dataclasses.field(default_factory=list)
-    saliency_method: str = "gradcam"
+    saliency_method: str = ""  # the method that made ``saliency`` (set by run_case)
 
     @property
     def threshold(self) -> float:
@@ -431,7 +431,7 @@ def run_case(
     device: str = "auto",
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
-    saliency_method: str = "gradcam",
+    saliency_method: str | None = None,
 ) -> CaseResult:
     """Run the chosen steps on one case (see the module docstring).
 
@@ -443,7 +443,7 @@ def run_case(
         progress: ``(step, fraction of the whole job in [0, 1], message)``.
         cancel: checked before every step and at the end; a cancelled run raises
             :class:`~cspineai.errors.CSpineCancelled`.
-        saliency_method: see :data:`cspineai.saliency.METHODS`.
+        saliency_method: one of :data:`cspineai.saliency.METHODS`; None: :data:`cspineai.saliency.DEFAULT_METHOD`.
 
     Raises:
         CSpineInputError: a series a chosen step needs is missing or unreadable (before any step runs).
@@ -452,6 +452,11 @@ def run_case(
     """
     start = time.perf_counter()
     steps = check_steps(steps)
+    from .saliency import DEFAULT_METHOD, METHODS
+
+    saliency_method = saliency_method or DEFAULT_METHOD
+    if saliency_method not in METHODS:
+        raise ValueError(f"saliency_method must be one of {METHODS}, not {saliency_method!r}")
     inputs = inputs if isinstance(inputs, CaseInputs) else CaseInputs.from_mapping(inputs)
     device, device_note = resolve_device(device)
     roles = list(dict.fromkeys(STEP_ROLES[s] for s in steps if s in STEP_ROLES))
@@ -601,8 +606,11 @@ def build_report(result: CaseResult) -> dict:
             "max_displacement_mm": round(float(np.linalg.norm(reg.displacement_ras, axis=-1).max()), 3),
         }
     if result.saliency:
+        from .saliency import default_smoothing
+
         report["saliency"] = {
             "method": result.saliency_method,
+            "smooth_mm": default_smoothing(result.saliency_method),
             "series": sorted(result.saliency),
             "note": "per-branch maps, each normalised to [0, 1] on its own series' grid: evidence for the pain class",
         }
@@ -810,7 +818,7 @@ def run_to_folder(
     cancel: CancelToken | None = None,
     overwrite: bool = False,
     bundle: bool = True,
-    saliency_method: str = "gradcam",
+    saliency_method: str | None = None,
 ) -> tuple[CaseResult, dict[str, Path]]:
     """:func:`run_case` then :func:`write_results`; an existing folder is refused before any work (unless
     ``overwrite``)."""

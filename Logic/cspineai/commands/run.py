@@ -19,6 +19,10 @@ SERIES_OPTIONS = {
     "T2_tra": "--t2-tra",
 }
 
+#: cspineai.saliency.METHODS written out (importing that module would load torch on every CLI start; a test keeps
+#: the two equal).
+SALIENCY_METHODS = ("gradcam", "integrated_gradients", "occlusion")
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -46,9 +50,10 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--saliency-method",
-        default="gradcam",
-        choices=("gradcam", "integrated_gradients", "occlusion"),
-        help="saliency method (default gradcam; occlusion is slow on a CPU)",
+        default=None,
+        choices=SALIENCY_METHODS,
+        help="saliency method (default integrated_gradients, cspineai.saliency.DEFAULT_METHOD; occlusion is slow on "
+        "a CPU)",
     )
     parser.add_argument("--no-bundle", action="store_true", help="do not write the Slicer scene bundle (case.mrb)")
     parser.add_argument("--out", required=True, help="results folder (created; refused if it exists)")

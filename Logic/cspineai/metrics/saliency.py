@@ -136,7 +136,8 @@ def deletion_curve(score: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
 
 
 def blurred_baseline(image: np.ndarray, spacing_kji: Sequence[float], sigma_mm: float = 8.0) -> np.ndarray:
-    """``image`` smoothed by a Gaussian of ``sigma_mm`` (per axis in voxels: sigma / spacing): the deletion baseline."""
+    """``image`` smoothed by a Gaussian of ``sigma_mm`` (per axis in voxels: sigma / spacing): the deletion baseline,
+    integrated gradients' baseline and the smoothing of their maps (:mod:`cspineai.saliency`)."""
     from scipy import ndimage
 
     sigma = [float(sigma_mm) / float(s) for s in spacing_kji]
