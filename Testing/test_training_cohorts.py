@@ -45,6 +45,16 @@ def test_a_part_kept_out_of_the_validation_fold_only_trains_there(tmp_path, monk
     assert {c.split for c in cases[5:]} == {"train"}
 
 
+def test_a_part_kept_to_one_fold_only_validates_and_tests(tmp_path, monkeypatch):
+    cohorts = _cohorts()
+    monkeypatch.setitem(cohorts.RECIPES, "tiny", (cohorts.Part("base", 10, 11, "coarse", only_fold=0),))
+    cases = read_manifest(cohorts.build("tiny", tmp_path, workers=1))
+    generated = read_manifest(tmp_path / "base" / "manifest.csv")
+    kept = [c.case_id for c in generated if c.split == "test" or c.fold == 0]
+    assert [c.case_id for c in cases] == kept and len(kept) < len(generated)
+    assert cohorts.RECIPES["cordsegvar_focus"][3:] == cohorts.RECIPES["cordsegvar"][3:]  # all but the standard parts
+
+
 def test_the_shipped_recipes_name_the_seeds_of_the_model_cards():
     cohorts = _cohorts()
     cards = "".join(p.read_text(encoding="utf-8") for p in (REPO / "Logic/cspineai/models").glob("*.md"))

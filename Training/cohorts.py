@@ -22,6 +22,9 @@ Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (`
   canal (``--vary-cord``; 40 ordinary and 40 randomised thin-slice cases, 30 randomised and 10 ordinary default ones,
   seeds 808, 909, 1010, 1111), each part with its own folds and test split: in the standard phantom the cord can be
   placed from the bones alone, and cordseg-unet 1.5.0 learned to do so.
+- ``cordsegvar_focus``: ``cordsegvar`` without the training cases of ``cordseg``'s standard parts (they keep their
+  validation fold 0 and test split): the second of the three fine-tuning runs that made cordseg-unet 1.6.0 trained on
+  the varied and thin cases only.
 - ``registration``: 80 coarse cases (seed 77); the first 60 train (every 10th validates), the last 20 are held out
   (:func:`cspineai.tasks.registration.write_split_manifest`, the benchmark's pairs); plus 120 coarse cases (seed 78)
   that only train (every 10th validates), because 54 training pairs left FPRAN overfitting.
@@ -57,6 +60,7 @@ class Part:
     pairs: bool = False  # registration pairs: split by case order, not by label (see write_split_manifest)
     not_in_fold: int | None = None  # deal the part's cases round-robin to the other folds (training only in that fold)
     vary_cord: bool = False  # cord size and CSF space independent of the bony canal
+    only_fold: int | None = None  # keep only this fold and the test split: the part validates and tests, never trains
 
 
 # Each larger recipe is a smaller one plus parts, so the shared parts (and their folds) stay identical.
@@ -66,6 +70,10 @@ _CORDSEG = (Part("cordseg_dr", 36, 101, randomize=True), Part("cordseg_plain", 1
             Part("cordseg_dr2", 64, 303, randomize=True))
 _CORDSEGTHIN = _CORDSEG + (Part("cordseg_thin_dr", 100, 606, "thin", randomize=True),
                            Part("cordseg_thin_plain", 20, 707, "thin"))
+_CORDSEGVAR = _CORDSEGTHIN + (Part("cordseg_var_thin_plain", 40, 808, "thin", vary_cord=True),
+                             Part("cordseg_var_thin_dr", 40, 909, "thin", randomize=True, vary_cord=True),
+                             Part("cordseg_var_dr", 30, 1010, randomize=True, vary_cord=True),
+                             Part("cordseg_var_plain", 10, 1111, vary_cord=True))
 _REGISTRATION = (Part("regcohort", 80, 77, "coarse", pairs=True),
                  Part("regcohort2", 120, 78, "coarse", train_only=True, pairs=True))
 
@@ -76,10 +84,8 @@ RECIPES = {
     "cordseg": _CORDSEG,
     "cordseg300": _CORDSEG + (Part("cordseg_dr3", 200, 505, randomize=True, train_only=True, not_in_fold=0),),
     "cordsegthin": _CORDSEGTHIN,
-    "cordsegvar": _CORDSEGTHIN + (Part("cordseg_var_thin_plain", 40, 808, "thin", vary_cord=True),
-                                  Part("cordseg_var_thin_dr", 40, 909, "thin", randomize=True, vary_cord=True),
-                                  Part("cordseg_var_dr", 30, 1010, randomize=True, vary_cord=True),
-                                  Part("cordseg_var_plain", 10, 1111, vary_cord=True)),
+    "cordsegvar": _CORDSEGVAR,
+    "cordsegvar_focus": tuple(dataclasses.replace(p, only_fold=0) for p in _CORDSEG) + _CORDSEGVAR[len(_CORDSEG):],
     "registration": _REGISTRATION,
     "registration500": _REGISTRATION + (Part("regcohort3", 300, 79, "coarse", train_only=True, pairs=True),),
 }
@@ -93,6 +99,8 @@ def build(recipe: str, out: Path, workers: int) -> Path:
             generate_cohort(part.n, out / part.folder, seed=part.seed, randomize=part.randomize, workers=workers,
                             resolution=part.resolution, vary_cord=part.vary_cord)
         part_cases = read_manifest(manifest)
+        if part.only_fold is not None:
+            part_cases = [c for c in part_cases if c.split == "test" or c.fold == part.only_fold]
         if part.pairs:
             split_registration(part_cases, n_train=len(part_cases) if part.train_only else 60)
         elif part.train_only:
