@@ -23,8 +23,8 @@ Each recipe generates its parts with :func:`cspineai.phantom.generate_cohort` (`
   seeds 808, 909, 1010, 1111), each part with its own folds and test split: in the standard phantom the cord can be
   placed from the bones alone, and cordseg-unet 1.5.0 learned to do so.
 - ``cordsegvar_focus``: ``cordsegvar`` without the training cases of ``cordseg``'s standard parts (they keep their
-  validation fold 0 and test split): the second of the three fine-tuning runs that made cordseg-unet 1.6.0 trained on
-  the varied and thin cases only.
+  validation fold 0 and test split): the cohort of the second of the three fine-tuning runs that made cordseg-unet
+  1.6.0, which trained on the varied and thin cases only.
 - ``registration``: 80 coarse cases (seed 77); the first 60 train (every 10th validates), the last 20 are held out
   (:func:`cspineai.tasks.registration.write_split_manifest`, the benchmark's pairs); plus 120 coarse cases (seed 78)
   that only train (every 10th validates), because 54 training pairs left FPRAN overfitting.

@@ -13,8 +13,8 @@ Methods (``method=``):
   Sturmfels et al., "Visualizing the impact of feature attribution baselines", Distill 2020), so the map shows which
   *detail* (an edge, a small finding) raised the logit rather than which intensity did, and the path stays among images
   with the case's own anatomy; the zero image (the normalised intensity floor) on request. Chosen on phantoms the
-  classifier never saw (seeds 300000-300039, ``benchmarks/bench_saliency.py --ig-baseline``, README). Hand-written:
-  MONAI has none, and Captum is not a dependency; it is ten lines.
+  classifier never saw (seeds 300000-300039, ``benchmarks/bench_saliency.py --ig-baseline``, docs/results/saliency.md).
+  Hand-written: MONAI has none, and Captum is not a dependency; it is ten lines.
 - ``"occlusion"``: MONAI's :class:`~monai.visualize.OcclusionSensitivity` (Gaussian occluder), saliency = the drop of
   the target-class probability when the neighbourhood is occluded. Slow on a CPU (hundreds of forward passes a case).
 
@@ -54,9 +54,9 @@ from .volume import Volume
 METHODS = ("gradcam", "integrated_gradients", "occlusion")
 #: The map the pipeline, ``cspineai run`` and the Slicer module show unless told otherwise. Integrated gradients, not
 #: the paper's Grad-CAM: on the shipped classifier's 50 synthetic test cases Grad-CAM's last-stage map pointed at the
-#: known cause in 0 / 16% of the positive cases (T1_sag / CT_bone) and integrated gradients in 68 / 58%, and deleting
-#: the integrated-gradient voxels first lowered p(pain) faster than random order in every case (Grad-CAM: 52 / 76%);
-#: README, "Saliency", ``benchmarks/bench_saliency.py``. Grad-CAM stays available (``method="gradcam"``).
+#: known cause in 0 / 16% of the positive cases (T1_sag / CT_bone), integrated gradients in 68 / 58% unsmoothed and
+#: 84 / 84% smoothed by :data:`IG_SMOOTH_MM` (65 / 84% on the 37 positive selection phantoms);
+#: ``benchmarks/bench_saliency.py``, docs/results/saliency.md. Grad-CAM stays available (``method="gradcam"``).
 DEFAULT_METHOD = "integrated_gradients"
 DEFAULT_IG_STEPS = 16
 #: Gaussian sigma (mm) of integrated gradients' default baseline (the blur of bench_saliency's deletion baseline).
@@ -64,8 +64,9 @@ IG_BLUR_MM = 8.0
 #: Gaussian sigma (mm) that smooths integrated gradients' map on the working grid before it is shown. Per-voxel
 #: attributions of a strided network are speckled; the cause of a prediction is a region. Chosen on 37 positive
 #: phantoms the classifier never saw (seeds 300000-300099, one sigma for both branches among 0, 3, 4, 5, 6, 8 and
-#: 10 mm, adopted only if it beat no smoothing by at least 3 pointing-game hits): 8 mm, 58 hits against 52 (T1_sag 27,
-#: CT_bone 31 of 37); docs/results/saliency.md.
+#: 10 mm, adopted only if it beat no smoothing by at least 3 pointing-game hits): 8 mm, 58 hits against 52 in the
+#: selection script (reflecting border), 55 against 52 with this module's nearest-value border (T1_sag 24, CT_bone 31
+#: of 37). It costs deletion-curve faithfulness (docs/results/saliency.md).
 IG_SMOOTH_MM = 8.0
 
 
