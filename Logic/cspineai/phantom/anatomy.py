@@ -373,6 +373,13 @@ def posterior_intrusion(patient: Patient, s: np.ndarray) -> np.ndarray:
     return out
 
 
+def sac_front_wall(canal_centre: np.ndarray, sac_half_depth: np.ndarray, intrusion_front: np.ndarray) -> np.ndarray:
+    """Front wall of the thecal sac (mm along ``v``): its place in a healthy canal, pushed back behind an anterior
+    intrusion (disc, osteophyte, OPLL) whose back edge is ``intrusion_front``. One formula for the findings
+    (:func:`canal_layout`) and the painted image, where a focal herniation dents the wall at its own LR position."""
+    return np.maximum(canal_centre - 0.15 - sac_half_depth, intrusion_front + 0.3)
+
+
 def canal_layout(patient: Patient, s: np.ndarray, u_cord: np.ndarray | float = 0.0) -> dict[str, np.ndarray]:
     """Positions along ``v`` (mm) of the canal walls, thecal sac walls and cord, and the cord half-axes at ``s``.
 
@@ -387,7 +394,7 @@ def canal_layout(patient: Patient, s: np.ndarray, u_cord: np.ndarray | float = 0
     canal_back = centre + canal_depth
     sac_a, sac_b = a0 + patient.sac_margin_lr, np.minimum(b0 + patient.sac_margin_ap, canal_depth - 0.4)
     front, _ = anterior_intrusion(patient, s, u_cord)
-    sac_front = np.maximum(centre - 0.15 - sac_b, canal_front + front + 0.3)
+    sac_front = sac_front_wall(centre, sac_b, canal_front + front)
     sac_back = np.minimum(centre - 0.15 + sac_b, canal_back - posterior_intrusion(patient, s))
     sac_back = np.maximum(sac_back, sac_front + 0.8)
     cord_front = np.maximum(centre - 0.6 - b0, sac_front + 0.4)
@@ -398,8 +405,8 @@ def canal_layout(patient: Patient, s: np.ndarray, u_cord: np.ndarray | float = 0
     a = a0 * (1.0 + 0.3 * (1.0 - b / b0))
     return {"canal_front": canal_front, "canal_centre": centre, "canal_back": canal_back,
             "canal_half_width": canal_width, "canal_half_depth": canal_depth, "sac_front": sac_front,
-            "sac_back": sac_back, "sac_half_width": sac_a, "cord_centre": cord_centre, "cord_a": a, "cord_b": b,
-            "cord_a0": a0, "cord_b0": b0}
+            "sac_back": sac_back, "sac_half_width": sac_a, "sac_half_depth": sac_b, "cord_centre": cord_centre,
+            "cord_a": a, "cord_b": b, "cord_a0": a0, "cord_b0": b0}
 
 
 def cord_area(patient: Patient, s: np.ndarray) -> np.ndarray:
@@ -656,9 +663,7 @@ def _paint_canal(patient: Patient, tube: dict, c: np.ndarray, cu: np.ndarray, cv
         lab[c[near]] = DISC_VALUES[level]
     t[c[cv < front]] = T["ligament"]  # posterior longitudinal ligament
     # The sac's front wall follows the intrusion at this point's own LR position (focal herniations dent it).
-    sac_front = np.maximum(tube["canal_centre"][ci] - 0.15 - np.minimum(tube["cord_b0"][ci] + patient.sac_margin_ap,
-                                                                         tube["canal_half_depth"][ci] - 0.4),
-                           front + depth + 0.3)
+    sac_front = sac_front_wall(tube["canal_centre"][ci], tube["sac_half_depth"][ci], front + depth)
     sac_back = np.maximum(tube["sac_back"][ci], sac_front + 0.8)
     sac = _ellipse(cu, cv, 0.0, (sac_front + sac_back) / 2.0, tube["sac_half_width"][ci], (sac_back - sac_front) / 2.0)
     sac = sac < 1.0
