@@ -107,10 +107,10 @@ def evaluate_case(model, series, masks, label, methods, args, rng):
     device = next(model.parameters()).device
     tensors = {s: prepared[s].tensor[None].to(device) for s in names}
     baselines, random_auc, chance = {}, {}, {}
+    spacings = {s: prepared[s].grid.spacing[::-1] for s in names}
     for s in names:
-        spacing_kji = prepared[s].grid.spacing[::-1]
         image = prepared[s].tensor[0].numpy()
-        baselines[s] = blurred_baseline(image, spacing_kji, args.blur_mm)
+        baselines[s] = blurred_baseline(image, spacings[s], args.blur_mm)
         score = class_probability(model, tensors, s)
         random_auc[s] = deletion_curve(score, image, baselines[s], random_order(image.size, rng), args.steps).auc
         mask = np.asarray(masks[s].array) > 0
@@ -124,7 +124,6 @@ def evaluate_case(model, series, masks, label, methods, args, rng):
                    "gradcam": {"level": args.gradcam_level or None}}.get(method, {})
         start = time.perf_counter()
         smooth_mm = default_smoothing(method) if args.smooth_mm is None else args.smooth_mm
-        spacings = {s: prepared[s].grid.spacing[::-1] for s in names}
         maps = working_saliency(model, tensors, method, 1, smooth_mm, spacings, **options)
         on_series = {s: to_series_grid(maps[s][0].numpy(), prepared[s].grid, series[s]) for s in names}
         seconds = time.perf_counter() - start
